@@ -1,0 +1,74 @@
+/*
+ * beacon.h - the native beacon protocol: fields (query string or JSON) to struct event.
+ *
+ * Decoding and enrichment happen here, on the ingest thread, without libuv types and with
+ * the receive time passed in (a pure core that unit tests and fuzzers drive directly):
+ * field parsing, UTM tags and click IDs from the page URL (explicit fields win), referrer
+ * host, source/medium by the rules in CONTRACTS.md, the visitor ID (field, cookie or a
+ * freshly minted one), IP anonymisation, GPC/DNT and the bot check.
+ */
+#ifndef CLICKD_BEACON_H
+#define CLICKD_BEACON_H
+
+#include "clickd/event.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Read-only options, from the config snapshot. */
+struct beacon_options {
+	bool anonymize_ip;     /* privacy.anonymize_ip: IPv4 /24, IPv6 /48 */
+	bool honor_gpc;        /* privacy.honor_gpc: Sec-GPC/DNT drop the IP and the cookie */
+	size_t max_fields;     /* limits.max_fields: fields per beacon */
+	size_t max_batch;      /* limits.max_batch: beacons per JSON array */
+	size_t max_json_depth; /* limits.max_json_depth */
+};
+
+/* What the ingest layer knows about the request the beacon came in. Borrowed. */
+struct beacon_request {
+	int64_t received_at_ms;
+	const char *client_ip; /* textual IPv4/IPv6, already resolved through trusted proxies;
+	                          NULL when unknown (UDP without peer, say) */
+	const char *user_agent;
+	size_t user_agent_len;
+	const char *cookie_visitor_id; /* value of our visitor cookie; NULL when absent */
+	size_t cookie_visitor_id_len;
+	const char *minted_visitor_id; /* a fresh ID to use (and set as a cookie) when the
+	                                  beacon has no vid and no cookie; NULL: never mint */
+	size_t minted_visitor_id_len;
+	bool gpc;             /* the request carried Sec-GPC: 1 or DNT: 1 */
+	const char *protocol; /* "native" */
+};
+
+/* Decodes one beacon given as a query string (the part after '?', or one line of a
+ * text/plain or form body) into *ev. Returns 0, or a negative code with a one-line reason
+ * in err: -EINVAL malformed (bad escape, unknown e=, bad ts/rev, repeated field with
+ * another value), -EILSEQ not UTF-8, -E2BIG too many fields, -ENOSPC strings too long. */
+int beacon_decode_query(const char *q, size_t len, const struct beacon_request *req,
+                        const struct beacon_options *opt, struct event *ev, char *err,
+                        size_t errlen);
+
+/* Called for each beacon of a JSON body that decoded well. The event is borrowed: copy
+ * what you keep. A non-zero return stops decoding and is returned. */
+typedef int (*beacon_emit_fn)(void *ud, struct event *ev);
+/* Called for each element of a JSON body that did not decode; payload is that element's
+ * raw text (borrowed), reason a short static string such as "field ts: not a number". */
+typedef void (*beacon_reject_fn)(void *ud, const char *payload, size_t payload_len,
+                                 const char *reason);
+
+/* Decodes a JSON body: one object, or an array of objects. Values may be strings or
+ * numbers (ts, rev); nested objects/arrays inside a beacon are rejected for that beacon.
+ * Each good beacon goes to emit, each bad element to reject. Returns 0 when the document
+ * itself was well-formed (whatever its elements), -EINVAL with err filled when it is not
+ * JSON (or not an object/array of objects, or deeper than max_json_depth), -E2BIG when
+ * the array holds more than max_batch elements (nothing emitted then). */
+int beacon_decode_json(const char *body, size_t len, const struct beacon_request *req,
+                       const struct beacon_options *opt, beacon_emit_fn emit,
+                       beacon_reject_fn reject, void *ud, char *err, size_t errlen);
+
+/* Writes the anonymised form of a textual IP into out (IPv4: last octet 0; IPv6: all
+ * but the first 48 bits zero). Returns its length, or -EINVAL when ip is not an IP. */
+int beacon_anonymize_ip(const char *ip, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * config.h - the whole configuration, declared once as a table (src/config.c).
+ *
+ * Sources, in order: built-in defaults, the INI file (-c), then --set overrides. The
+ * table gives each key its type, default, bounds, whether a reload can change it, and its
+ * help text; parsing, validation, --check-config, --dump-options and conf/clickd.conf all
+ * follow from it. A `struct config` is a plain value: fill it with config_load, read it
+ * from any thread, release it with config_close.
+ */
+#ifndef CLICKD_CONFIG_H
+#define CLICKD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_STR_MAX            512
+#define CONFIG_MAX_PRODUCER_PROPS 64
+#define CONFIG_MAX_LIST           64
+
+struct config_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	int prefix_bits;
+};
+
+struct config {
+	char log_level[16];
+
+	char http_listen[CONFIG_STR_MAX];
+	int64_t http_max_connections;
+	int64_t http_max_header_bytes;
+	int64_t http_max_url_bytes;
+	int64_t http_max_body_bytes;
+	int64_t http_idle_timeout_ms;
+	int64_t http_retry_after_s;
+	char http_cors_origins[CONFIG_STR_MAX];
+	char http_trusted_proxies[CONFIG_STR_MAX];
+	char http_cookie_name[64];
+	char http_cookie_domain[256];
+	int64_t http_cookie_max_age_s;
+	bool http_cookie_secure;
+
+	char udp_listen[CONFIG_STR_MAX];
+	int64_t udp_max_datagram_bytes;
+	int64_t udp_recv_buffer_bytes;
+
+	char admin_listen[CONFIG_STR_MAX];
+
+	int64_t limits_max_batch;
+	int64_t limits_max_fields;
+	int64_t limits_max_json_depth;
+	int64_t limits_dead_letter_payload_bytes;
+
+	bool privacy_anonymize_ip;
+	bool privacy_honor_gpc;
+
+	char sink_file_dir[CONFIG_STR_MAX];
+	char sink_file_compress[8];
+	int64_t sink_file_zstd_level;
+	int64_t sink_file_rotate_bytes;
+	int64_t sink_file_rotate_s;
+
+	char kafka_brokers[CONFIG_STR_MAX];
+	char kafka_topic_events[256];
+	char kafka_topic_touchpoints[256];
+	char kafka_topic_dead_letters[256];
+	int64_t kafka_flush_timeout_ms;
+
+	int64_t shutdown_drain_timeout_ms;
+
+	/* [kafka.producer]: handed to librdkafka as they are. Owned by the struct. */
+	size_t producer_count;
+	char *producer_keys[CONFIG_MAX_PRODUCER_PROPS];
+	char *producer_values[CONFIG_MAX_PRODUCER_PROPS];
+
+	/* Derived on load from the strings above. */
+	size_t cors_origin_count;
+	bool cors_any;
+	char cors_origins[CONFIG_MAX_LIST][256];
+	size_t trusted_proxy_count;
+	struct config_cidr trusted_proxies[CONFIG_MAX_LIST];
+};
+
+/* Fills *cfg: defaults, then `path` (may be NULL), then each "section.key=value" of
+ * sets[0..nsets). Returns 0, or -EINVAL with a one-line reason naming the key (and file
+ * line) in err. On error *cfg is closed. */
+int config_load(struct config *cfg, const char *path, char *const *sets, size_t nsets, char *err,
+                size_t errlen);
+void config_close(struct config *cfg);
+
+/* Prints the effective config as INI (what --check-config shows). */
+void config_print(const struct config *cfg, FILE *out);
+/* Prints the documented default config, the text of conf/clickd.conf (--dump-options). */
+void config_dump_options(FILE *out);
+
+/* Splits "host:port" / "[v6]:port" into a sockaddr. Returns 0 or -EINVAL. */
+int config_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
+
+/* True when `origin` (not NUL-terminated) is allowed by http.cors_origins. */
+bool config_cors_allowed(const struct config *cfg, const char *origin, size_t len);
+/* True when the peer address is inside one of http.trusted_proxies. */
+bool config_is_trusted_proxy(const struct config *cfg, const struct sockaddr *peer);
+
+#endif

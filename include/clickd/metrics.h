@@ -1,0 +1,79 @@
+/*
+ * metrics.h - process-wide counters and gauges, rendered as Prometheus text on /metrics.
+ *
+ * Every metric is declared once in the tables below (name, help); rendering and the docs
+ * come from them. Counters are relaxed C11 atomics: any thread adds, the admin listener
+ * reads on scrape. Cheap enough for the hot path (one uncontended atomic add per batch).
+ */
+#ifndef CLICKD_METRICS_H
+#define CLICKD_METRICS_H
+
+#include "clickd/sink.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Plain counters: id, Prometheus name, help. */
+#define METRICS_COUNTERS(X)                                                                        \
+	X(EVENTS_IN, "clickd_events_in_total", "Beacons decoded into events and accepted.")        \
+	X(BYTES_IN, "clickd_bytes_in_total",                                                       \
+	  "Bytes received on the collect listeners (HTTP request bytes and UDP datagrams).")       \
+	X(HTTP_CONNECTIONS, "clickd_http_connections_total", "HTTP connections accepted.")         \
+	X(HTTP_CONNECTIONS_REFUSED, "clickd_http_connections_refused_total",                       \
+	  "HTTP connections closed at once because http.max_connections were open.")               \
+	X(HTTP_IDLE_TIMEOUTS, "clickd_http_idle_timeouts_total",                                   \
+	  "HTTP connections closed after http.idle_timeout_ms without a complete request.")        \
+	X(UDP_DATAGRAMS, "clickd_udp_datagrams_total", "UDP datagrams received.")                  \
+	X(UDP_DROPS, "clickd_udp_drops_total",                                                     \
+	  "UDP beacons dropped because a sink was full (UDP has no back-pressure).")               \
+	X(UDP_TRUNCATED, "clickd_udp_truncated_total",                                             \
+	  "UDP datagrams longer than udp.max_datagram_bytes, dead-lettered.")                      \
+	X(BACKPRESSURE_503, "clickd_backpressure_total",                                           \
+	  "Beacons refused with 503 because a sink queue was full.")
+
+enum metrics_counter {
+#define METRICS_COUNTER_ENUM(id, name, help) METRIC_##id,
+	METRICS_COUNTERS(METRICS_COUNTER_ENUM)
+#undef METRICS_COUNTER_ENUM
+	    METRIC__COUNT
+};
+
+/* Dead letters are counted per reason class; the record itself carries the full reason. */
+#define METRICS_DEAD_LETTER_REASONS(X)                                                             \
+	X(MALFORMED, "malformed")                                                                  \
+	X(NOT_UTF8, "not_utf8")                                                                    \
+	X(TOO_LARGE, "too_large")                                                                  \
+	X(UNSUPPORTED, "unsupported")
+
+enum metrics_dead_letter_reason {
+#define METRICS_DL_ENUM(id, label) METRICS_DL_##id,
+	METRICS_DEAD_LETTER_REASONS(METRICS_DL_ENUM)
+#undef METRICS_DL_ENUM
+	    METRICS_DL__COUNT
+};
+
+enum metrics_sink_kind { METRICS_SINK_FILE = 0, METRICS_SINK_KAFKA, METRICS_SINK__COUNT };
+
+void metrics_add(enum metrics_counter c, uint64_t n);
+uint64_t metrics_get(enum metrics_counter c);
+
+/* clickd_http_requests_total{status="..."}: responses by status code. */
+void metrics_http_status(int status);
+/* clickd_dead_letters_total{reason="..."}. */
+void metrics_dead_letter(enum metrics_dead_letter_reason reason);
+/* clickd_records_out_total{sink,stream}: records the sink has taken for good (file:
+ * written; Kafka: delivery report said delivered). */
+void metrics_sink_out(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n);
+/* clickd_sink_failures_total{sink,stream}: records a sink failed to deliver. */
+void metrics_sink_failed(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n);
+/* clickd_kafka_queue_depth gauge: messages waiting in librdkafka. */
+void metrics_set_kafka_queue(int64_t depth);
+
+uint64_t metrics_sink_out_get(enum metrics_sink_kind sink, enum sink_stream stream);
+uint64_t metrics_sink_failed_get(enum metrics_sink_kind sink, enum sink_stream stream);
+
+/* Renders every metric in Prometheus text format into buf. Returns the length, or
+ * -ENOSPC when buf is too small. */
+int metrics_render(char *buf, size_t cap);
+
+#endif

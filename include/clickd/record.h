@@ -1,0 +1,42 @@
+/*
+ * record.h - the JSON records clickd writes (CONTRACTS.md "What clickd writes").
+ *
+ * Serialisers into caller-owned buffers: no allocation, any thread. Times are RFC 3339 UTC
+ * with milliseconds; absent values are omitted; strings are escaped so that control
+ * characters never reach the output as raw bytes.
+ */
+#ifndef CLICKD_RECORD_H
+#define CLICKD_RECORD_H
+
+#include "clickd/event.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Size of a buffer that always holds one event record (every string escaped at worst). */
+#define RECORD_EVENT_MAX_BYTES (EVENT_ARENA_BYTES * 6 + 2048)
+
+/* Writes `ev` as one JSON object (no trailing newline), NUL-terminated: cap must leave one
+ * byte for the NUL. Keys in CONTRACTS.md order; absent strings, client_at when absent,
+ * session_index 0 and revenue without has_revenue (or not finite) are omitted; type,
+ * received_at and is_bot are always there. Bytes that are not valid UTF-8 (which decoders
+ * should never let through) become U+FFFD. Returns the length without the NUL, or -ENOSPC
+ * (buf then holds no promise). A buffer of RECORD_EVENT_MAX_BYTES always suffices. */
+int record_event_json(const struct event *ev, char *buf, size_t cap);
+
+/* Writes a dead-letter record, NUL-terminated like record_event_json. payload is cut to at
+ * most max_payload of its bytes (at a UTF-8 character boundary: a character crossing the
+ * limit is left out whole), each byte that is not valid UTF-8 becomes U+FFFD and control
+ * characters are escaped, so the record is always valid JSON; it needs at most
+ * 6 * max_payload + 256 + the escaped lengths of reason, protocol and peer. reason,
+ * protocol and peer may be NULL, and an empty payload is omitted (CONTRACTS.md: absent,
+ * never empty). Returns the length without the NUL, or -ENOSPC. */
+int record_dead_letter_json(int64_t received_at_ms, const char *reason, const char *protocol,
+                            const char *peer, const char *payload, size_t payload_len,
+                            size_t max_payload, char *buf, size_t cap);
+
+/* Formats ms since the epoch as "2026-11-23T09:31:26.123Z" (24 chars + NUL), UTC; times
+ * before 1970 are fine, and times outside years 0000..9999 are clamped to them. */
+void record_format_time(int64_t ms, char out[32]);
+
+#endif

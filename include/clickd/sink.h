@@ -1,0 +1,97 @@
+/*
+ * sink.h - where records go: one small interface, several backends (Fluent Bit style).
+ *
+ * The engine calls sink_write for every record and sink_poll regularly from its loop; a
+ * backend never blocks in write or poll. write answers 0 (taken), -EAGAIN (full: try
+ * again later, answer the client 503) or another negative code (fatal for that record,
+ * which the backend has already counted and logged). flush may block up to its timeout
+ * and is for shutdown only. A sink is used from one thread at a time.
+ */
+#ifndef CLICKD_SINK_H
+#define CLICKD_SINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum sink_stream { SINK_EVENTS = 0, SINK_TOUCHPOINTS, SINK_DEAD_LETTERS, SINK_STREAM_COUNT };
+
+/* "events", "touchpoints", "dead_letters": file name prefixes and metric labels. */
+const char *sink_stream_name(enum sink_stream stream);
+
+struct sink;
+
+struct sink_ops {
+	const char *name; /* "file", "kafka": the metric label */
+	int (*write)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
+	             const char *record, size_t record_len);
+	/* Non-blocking periodic work: delivery reports, rotation by age. Returns 0 or < 0. */
+	int (*poll)(struct sink *s, int64_t now_ms);
+	/* Pushes everything out, waiting at most timeout_ms (files: completes, fsyncs and
+	 * renames the open files). Returns 0, or -ETIMEDOUT (or the disk's -errno) with
+	 * records still pending. */
+	int (*flush)(struct sink *s, int timeout_ms);
+	/* True while the sink can take records (for /readyz). */
+	bool (*ready)(struct sink *s);
+	void (*free)(struct sink *s);
+};
+
+struct sink {
+	const struct sink_ops *ops;
+};
+
+static inline int sink_write(struct sink *s, enum sink_stream stream, const char *key,
+                             size_t key_len, const char *record, size_t record_len)
+{
+	return s->ops->write(s, stream, key, key_len, record, record_len);
+}
+
+/* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-<seq>.ndjson[.zst] ----
+ *
+ * A file being written is named `<final name>.open`; it is renamed to its final name only
+ * when complete (zstd frame ended, file and directory fsynced): at rotation (by size before
+ * a record would pass rotate_bytes, by age in poll), at flush and at free. So a shipper can
+ * take `*.ndjson` / `*.ndjson.zst` safely. Each .zst file is one zstd frame (`zstd -d`).
+ * Records are counted out when taken into the sink's buffer; data waits there at most about
+ * a second (pushed by poll) or until the buffer fills. A failing disk makes write answer
+ * its -errno for records that no longer fit in the buffer (counted as failures; buffered
+ * data is kept and retried) and ready() false. flush completes the open files (its timeout
+ * is not used) and writes after it start new ones; free completes them too. Rotation by age
+ * and the periodic push use only the clock given to poll. rotate_bytes 0 / rotate_age_ms 0:
+ * no rotation by that measure; zstd_level 0: zstd's default. Records longer than 128 KiB
+ * are refused with -EMSGSIZE. */
+struct sink_file_options {
+	const char *dir;       /* created if missing */
+	bool compress_zstd;    /* sink.file.compress=zstd */
+	int zstd_level;        /* sink.file.zstd_level */
+	uint64_t rotate_bytes; /* sink.file.rotate_bytes: uncompressed bytes per file */
+	int64_t rotate_age_ms; /* sink.file.rotate_s * 1000 */
+};
+struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_t errlen);
+
+/* ---- Kafka sink (librdkafka) ----
+ *
+ * Records are counted when librdkafka reports on them (delivered or failed, in poll/flush),
+ * or at once when librdkafka refuses one in write. write answers -EAGAIN when librdkafka's
+ * queue is full (not a failure), -EINVAL for a stream with no topic configured,
+ * -EMSGSIZE / -ENOENT / -EIO for other refusals. flush waits for the delivery reports
+ * (-ETIMEDOUT with messages left); free purges what is left, so it is reported as failed.
+ * ready() is false after a fatal producer error and while all brokers are down. */
+struct sink_kafka_property {
+	const char *key;
+	const char *value;
+};
+struct sink_kafka_options {
+	const char *brokers;                   /* bootstrap.servers; NULL/empty: not set */
+	const char *topics[SINK_STREAM_COUNT]; /* NULL/empty: that stream has no topic */
+	/* [kafka.producer] pass-through, applied after our defaults (acks=all,
+	 * enable.idempotence=true, compression.type=zstd, linger.ms=5,
+	 * message.timeout.ms=300000, statistics.interval.ms=5000 which ready() relies on to
+	 * notice brokers coming back, client.id=clickd). A bad key or value fails
+	 * sink_kafka_new with "kafka.producer.<key>: <librdkafka's reason>". */
+	const struct sink_kafka_property *producer;
+	size_t producer_count;
+};
+struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,693 @@
+/*
+ * config.c - the configuration table and everything derived from it.
+ *
+ * Each key is declared once in `options[]` (Redis / librdkafka habit): type, default,
+ * bounds, reloadable, help. Loading applies defaults, then the INI file through libinih,
+ * then --set overrides, validating each value against its entry, then derives the parsed
+ * lists (CORS origins, trusted proxies). Called from main before any thread starts.
+ */
+#include "clickd/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum option_type { OPT_STRING, OPT_INT, OPT_BOOL, OPT_ENUM, OPT_ADDRESS };
+
+struct option {
+	const char *key;
+	enum option_type type;
+	size_t offset;
+	size_t size; /* for strings: buffer size */
+	const char *default_value;
+	int64_t min, max;    /* OPT_INT bounds */
+	const char *choices; /* OPT_ENUM: "a|b|c" */
+	bool reloadable;     /* can change with SIGHUP (reload lands with the ops issue) */
+	const char *help;
+};
+
+#define STR(field)  OPT_STRING, offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define ADDR(field) OPT_ADDRESS, offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define INT(field)  OPT_INT, offsetof(struct config, field), sizeof(int64_t)
+#define BOOL(field) OPT_BOOL, offsetof(struct config, field), sizeof(bool)
+#define ENUM(field) OPT_ENUM, offsetof(struct config, field), sizeof(((struct config *)0)->field)
+
+static const struct option options[] = {
+    {"log.level", ENUM(log_level), "info", 0, 0, "error|warn|info|debug", true,
+     "Least severe level written to stderr."},
+
+    {"http.listen", ADDR(http_listen), "127.0.0.1:8080", 0, 0, NULL, false,
+     "HTTP collect listener, host:port ([v6]:port for IPv6); empty disables HTTP."},
+    {"http.max_connections", INT(http_max_connections), "10000", 1, 1000000, NULL, true,
+     "Open HTTP connections at most; past it a new connection is closed at once and "
+     "counted (clickd_http_connections_refused_total)."},
+    {"http.max_header_bytes", INT(http_max_header_bytes), "8192", 1024, 1048576, NULL, true,
+     "Bytes of request line plus headers at most; over it: 431."},
+    {"http.max_url_bytes", INT(http_max_url_bytes), "4096", 256, 8192, NULL, true,
+     "Bytes of request target (path and query) at most; over it: 414. At most 8192, "
+     "which one event can hold."},
+    {"http.max_body_bytes", INT(http_max_body_bytes), "1048576", 1024, 67108864, NULL, true,
+     "Bytes of request body at most; over it: 413."},
+    {"http.idle_timeout_ms", INT(http_idle_timeout_ms), "30000", 100, 3600000, NULL, true,
+     "A connection with no complete request for this long is closed (408 when a "
+     "request was half-sent, silently when idle between requests)."},
+    {"http.retry_after_s", INT(http_retry_after_s), "1", 1, 3600, NULL, true,
+     "Retry-After seconds sent with 503 when a sink is full."},
+    {"http.cors_origins", STR(http_cors_origins), "*", 0, 0, NULL, true,
+     "Comma-separated origins allowed for CORS (scheme://host[:port]); * allows any. The "
+     "allowed origin is echoed, never a literal *. Empty: no CORS headers."},
+    {"http.trusted_proxies", STR(http_trusted_proxies), "", 0, 0, NULL, true,
+     "Comma-separated CIDRs (10.0.0.0/8, ::1/128) whose X-Forwarded-For is believed; "
+     "the client IP is the right-most address not in this list."},
+    {"http.cookie_name", STR(http_cookie_name), "clickd_vid", 0, 0, NULL, true,
+     "Name of the first-party visitor cookie set when a beacon has no vid."},
+    {"http.cookie_domain", STR(http_cookie_domain), "", 0, 0, NULL, true,
+     "Domain attribute of the visitor cookie; empty: host-only cookie."},
+    {"http.cookie_secure", BOOL(http_cookie_secure), "true", 0, 0, NULL, true,
+     "Mark the visitor cookie Secure; SameSite=None (true, for HTTPS behind a load "
+     "balancer: browsers send it cross-site) or SameSite=Lax (false, plain HTTP)."},
+    {"http.cookie_max_age_s", INT(http_cookie_max_age_s), "34128000", 0, 63072000, NULL, true,
+     "Max-Age of the visitor cookie (default 395 days); 0: a session cookie."},
+
+    {"udp.listen", ADDR(udp_listen), "127.0.0.1:8125", 0, 0, NULL, false,
+     "UDP collect listener, host:port; empty disables UDP."},
+    {"udp.max_datagram_bytes", INT(udp_max_datagram_bytes), "65507", 512, 65507, NULL, true,
+     "Datagrams longer than this are dead-lettered as too large."},
+    {"udp.recv_buffer_bytes", INT(udp_recv_buffer_bytes), "4194304", 65536, 268435456, NULL, false,
+     "SO_RCVBUF asked for the UDP socket (the kernel may cap it at rmem_max)."},
+
+    {"admin.listen", ADDR(admin_listen), "127.0.0.1:9464", 0, 0, NULL, false,
+     "Admin listener (/healthz, /readyz, /metrics), host:port; empty disables it."},
+
+    {"limits.max_batch", INT(limits_max_batch), "500", 1, 100000, NULL, true,
+     "Beacons per request (JSON array elements or body lines) at most; over it: 413."},
+    {"limits.max_fields", INT(limits_max_fields), "64", 8, 1024, NULL, true,
+     "Fields per beacon at most; over it the beacon is dead-lettered."},
+    {"limits.max_json_depth", INT(limits_max_json_depth), "8", 2, 64, NULL, true,
+     "Nesting depth of a JSON body at most; deeper: 400."},
+    {"limits.dead_letter_payload_bytes", INT(limits_dead_letter_payload_bytes), "4096", 64, 65536,
+     NULL, true, "Bytes of the offending payload kept in a dead-letter record."},
+
+    {"privacy.anonymize_ip", BOOL(privacy_anonymize_ip), "true", 0, 0, NULL, true,
+     "Anonymise client IPs (IPv4 /24, IPv6 /48) before they are written."},
+    {"privacy.honor_gpc", BOOL(privacy_honor_gpc), "true", 0, 0, NULL, true,
+     "With Sec-GPC: 1 or DNT: 1, set no cookie and drop the IP."},
+
+    {"sink.file.dir", STR(sink_file_dir), "./data", 0, 0, NULL, false,
+     "Directory of the file sink (used when kafka.brokers is empty); created if missing."},
+    {"sink.file.compress", ENUM(sink_file_compress), "none", 0, 0, "none|zstd", false,
+     "none: .ndjson files; zstd: .ndjson.zst files, one zstd frame each."},
+    {"sink.file.zstd_level", INT(sink_file_zstd_level), "3", 1, 19, NULL, false,
+     "zstd compression level for sink.file.compress=zstd."},
+    {"sink.file.rotate_bytes", INT(sink_file_rotate_bytes), "268435456", 4096,
+     INT64_C(1099511627776), NULL, false,
+     "A file is closed and a new one started past this many (uncompressed) bytes."},
+    {"sink.file.rotate_s", INT(sink_file_rotate_s), "3600", 1, 604800, NULL, false,
+     "A file is closed and a new one started when it is this old."},
+
+    {"kafka.brokers", STR(kafka_brokers), "", 0, 0, NULL, false,
+     "Bootstrap brokers (host:port,...). Empty: no Kafka, records go to the file sink."},
+    {"kafka.topic.events", STR(kafka_topic_events), "clickd.events", 0, 0, NULL, false,
+     "Topic of event records, keyed by visitor key."},
+    {"kafka.topic.touchpoints", STR(kafka_topic_touchpoints), "clickd.touchpoints", 0, 0, NULL,
+     false, "Topic of touchpoint records (one per session)."},
+    {"kafka.topic.dead_letters", STR(kafka_topic_dead_letters), "clickd.dead_letters", 0, 0, NULL,
+     false, "Topic of dead-letter records."},
+    {"kafka.flush_timeout_ms", INT(kafka_flush_timeout_ms), "30000", 0, 600000, NULL, true,
+     "At stop, how long to wait for Kafka to acknowledge what is queued."},
+
+    {"shutdown.drain_timeout_ms", INT(shutdown_drain_timeout_ms), "5000", 0, 600000, NULL, true,
+     "At stop, how long in-flight HTTP requests get to finish before their "
+     "connections are closed."},
+};
+#define OPTION_COUNT (sizeof(options) / sizeof(options[0]))
+
+static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static const struct option *option_find(const char *key)
+{
+	for (size_t i = 0; i < OPTION_COUNT; i++)
+		if (strcmp(options[i].key, key) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static bool choice_ok(const char *choices, const char *value)
+{
+	size_t vlen = strlen(value);
+	const char *p = choices;
+	while (*p) {
+		const char *bar = strchr(p, '|');
+		size_t n = bar ? (size_t)(bar - p) : strlen(p);
+		if (n == vlen && strncmp(p, value, n) == 0)
+			return true;
+		if (!bar)
+			break;
+		p = bar + 1;
+	}
+	return false;
+}
+
+static int parse_int(const char *value, int64_t *out)
+{
+	char *end;
+	long long v;
+	errno = 0;
+	if (*value == '\0')
+		return -EINVAL;
+	v = strtoll(value, &end, 10);
+	if (errno || *end != '\0')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_bool(const char *value, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(value, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(value, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int config_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen)
+{
+	char host[256];
+	const char *colon;
+	size_t host_len;
+	int64_t port;
+
+	memset(out, 0, sizeof(*out));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':') {
+			fmt_err(err, errlen, "'%s' is not [ipv6]:port", s);
+			return -EINVAL;
+		}
+		host_len = (size_t)(close - s - 1);
+		colon = close + 1;
+		s++;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon) {
+			fmt_err(err, errlen, "'%s' has no :port", s);
+			return -EINVAL;
+		}
+		host_len = (size_t)(colon - s);
+	}
+	if (host_len == 0 || host_len >= sizeof(host)) {
+		fmt_err(err, errlen, "'%s' has no host", s);
+		return -EINVAL;
+	}
+	memcpy(host, s, host_len);
+	host[host_len] = '\0';
+	if (parse_int(colon + 1, &port) < 0 || port < 0 || port > 65535) {
+		fmt_err(err, errlen, "'%s' has a bad port", colon + 1);
+		return -EINVAL;
+	}
+	struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		return 0;
+	}
+	fmt_err(err, errlen, "'%s' is not an IP address (names are not resolved)", host);
+	return -EINVAL;
+}
+
+static int option_set(struct config *cfg, const struct option *o, const char *value, char *err,
+                      size_t errlen)
+{
+	char *field = (char *)cfg + o->offset;
+	char why[256] = "";
+
+	switch (o->type) {
+	case OPT_STRING:
+	case OPT_ADDRESS:
+	case OPT_ENUM:
+		if (strlen(value) >= o->size) {
+			fmt_err(err, errlen, "%s: value longer than %zu bytes", o->key,
+			        o->size - 1);
+			return -EINVAL;
+		}
+		if (o->type == OPT_ENUM && !choice_ok(o->choices, value)) {
+			fmt_err(err, errlen, "%s: '%s' is not one of %s", o->key, value,
+			        o->choices);
+			return -EINVAL;
+		}
+		if (o->type == OPT_ADDRESS && value[0] != '\0') {
+			struct sockaddr_storage ss;
+			if (config_parse_address(value, &ss, why, sizeof(why)) < 0) {
+				fmt_err(err, errlen, "%s: %s", o->key, why);
+				return -EINVAL;
+			}
+		}
+		strcpy(field, value);
+		return 0;
+	case OPT_INT: {
+		int64_t v;
+		if (parse_int(value, &v) < 0) {
+			fmt_err(err, errlen, "%s: '%s' is not an integer", o->key, value);
+			return -EINVAL;
+		}
+		if (v < o->min || v > o->max) {
+			fmt_err(err, errlen,
+			        "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
+			        o->key, v, o->min, o->max);
+			return -EINVAL;
+		}
+		memcpy(field, &v, sizeof(v));
+		return 0;
+	}
+	case OPT_BOOL: {
+		bool b;
+		if (parse_bool(value, &b) < 0) {
+			fmt_err(err, errlen, "%s: '%s' is not a boolean (true/false)", o->key,
+			        value);
+			return -EINVAL;
+		}
+		memcpy(field, &b, sizeof(b));
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+static int producer_set(struct config *cfg, const char *key, const char *value, char *err,
+                        size_t errlen)
+{
+	for (size_t i = 0; i < cfg->producer_count; i++) {
+		if (strcmp(cfg->producer_keys[i], key) == 0) {
+			char *v = strdup(value);
+			if (!v)
+				return -ENOMEM;
+			free(cfg->producer_values[i]);
+			cfg->producer_values[i] = v;
+			return 0;
+		}
+	}
+	if (cfg->producer_count == CONFIG_MAX_PRODUCER_PROPS) {
+		fmt_err(err, errlen, "kafka.producer.%s: more than %d producer properties", key,
+		        CONFIG_MAX_PRODUCER_PROPS);
+		return -EINVAL;
+	}
+	if (key[0] == '\0') {
+		fmt_err(err, errlen, "kafka.producer: empty property name");
+		return -EINVAL;
+	}
+	char *k = strdup(key), *v = strdup(value);
+	if (!k || !v) {
+		free(k);
+		free(v);
+		return -ENOMEM;
+	}
+	cfg->producer_keys[cfg->producer_count] = k;
+	cfg->producer_values[cfg->producer_count] = v;
+	cfg->producer_count++;
+	return 0;
+}
+
+/* Sets "section.key" (or "kafka.producer.<librdkafka property>"). */
+static int config_set(struct config *cfg, const char *key, const char *value, char *err,
+                      size_t errlen)
+{
+	static const char producer_prefix[] = "kafka.producer.";
+	const struct option *o;
+
+	if (strncmp(key, producer_prefix, sizeof(producer_prefix) - 1) == 0)
+		return producer_set(cfg, key + sizeof(producer_prefix) - 1, value, err, errlen);
+	o = option_find(key);
+	if (!o) {
+		fmt_err(err, errlen, "%s: unknown key", key);
+		return -EINVAL;
+	}
+	return option_set(cfg, o, value, err, errlen);
+}
+
+struct ini_state {
+	struct config *cfg;
+	char err[512];
+	int rc;
+};
+
+static int config_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+	struct ini_state *st = user;
+	char key[256];
+
+	if (st->rc < 0)
+		return 0;
+	if (section[0] == '\0') {
+		snprintf(st->err, sizeof(st->err), "%s: key outside a [section]", name);
+		st->rc = -EINVAL;
+		return 0;
+	}
+	if ((size_t)snprintf(key, sizeof(key), "%s.%s", section, name) >= sizeof(key)) {
+		snprintf(st->err, sizeof(st->err), "%s.%s: key too long", section, name);
+		st->rc = -EINVAL;
+		return 0;
+	}
+	st->rc = config_set(st->cfg, key, value, st->err, sizeof(st->err));
+	return st->rc == 0;
+}
+
+static int split_list(const char *s, char items[][256], size_t max, size_t *count, const char *key,
+                      char *err, size_t errlen)
+{
+	*count = 0;
+	while (*s) {
+		while (*s == ' ' || *s == ',')
+			s++;
+		if (!*s)
+			break;
+		const char *end = s;
+		while (*end && *end != ',' && *end != ' ')
+			end++;
+		size_t n = (size_t)(end - s);
+		if (*count == max || n >= 256) {
+			fmt_err(err, errlen, "%s: more than %zu entries or an entry too long", key,
+			        max);
+			return -EINVAL;
+		}
+		memcpy(items[*count], s, n);
+		items[*count][n] = '\0';
+		(*count)++;
+		s = end;
+	}
+	return 0;
+}
+
+static int parse_cidr(const char *s, struct config_cidr *out)
+{
+	char addr[64];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	int64_t bits;
+
+	if (n == 0 || n >= sizeof(addr))
+		return -EINVAL;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = AF_INET;
+		out->prefix_bits = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = AF_INET6;
+		out->prefix_bits = 128;
+	} else {
+		return -EINVAL;
+	}
+	if (slash) {
+		if (parse_int(slash + 1, &bits) < 0 || bits < 0 || bits > out->prefix_bits)
+			return -EINVAL;
+		out->prefix_bits = (int)bits;
+	}
+	return 0;
+}
+
+static int config_derive(struct config *cfg, char *err, size_t errlen)
+{
+	char items[CONFIG_MAX_LIST][256];
+	size_t n;
+
+	if (split_list(cfg->http_cors_origins, cfg->cors_origins, CONFIG_MAX_LIST,
+	               &cfg->cors_origin_count, "http.cors_origins", err, errlen) < 0)
+		return -EINVAL;
+	cfg->cors_any = false;
+	for (size_t i = 0; i < cfg->cors_origin_count; i++) {
+		if (strcmp(cfg->cors_origins[i], "*") == 0) {
+			cfg->cors_any = true;
+		} else if (strncmp(cfg->cors_origins[i], "http://", 7) != 0 &&
+		           strncmp(cfg->cors_origins[i], "https://", 8) != 0) {
+			fmt_err(err, errlen,
+			        "http.cors_origins: '%s' is not * or scheme://host[:port]",
+			        cfg->cors_origins[i]);
+			return -EINVAL;
+		}
+	}
+	if (split_list(cfg->http_trusted_proxies, items, CONFIG_MAX_LIST, &n,
+	               "http.trusted_proxies", err, errlen) < 0)
+		return -EINVAL;
+	cfg->trusted_proxy_count = n;
+	for (size_t i = 0; i < n; i++) {
+		if (parse_cidr(items[i], &cfg->trusted_proxies[i]) < 0) {
+			fmt_err(err, errlen, "http.trusted_proxies: '%s' is not an IP or CIDR",
+			        items[i]);
+			return -EINVAL;
+		}
+	}
+	if (cfg->http_cookie_name[0] == '\0' ||
+	    strpbrk(cfg->http_cookie_name, " ;,=\t\"") != NULL) {
+		fmt_err(err, errlen, "http.cookie_name: '%s' is not a cookie name",
+		        cfg->http_cookie_name);
+		return -EINVAL;
+	}
+	if (strpbrk(cfg->http_cookie_domain, " ;,\t\"") != NULL) {
+		fmt_err(err, errlen, "http.cookie_domain: '%s' is not a domain",
+		        cfg->http_cookie_domain);
+		return -EINVAL;
+	}
+	if (cfg->kafka_brokers[0] == '\0' && cfg->sink_file_dir[0] == '\0') {
+		fmt_err(err, errlen, "sink.file.dir: empty while kafka.brokers is empty too");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int config_load(struct config *cfg, const char *path, char *const *sets, size_t nsets, char *err,
+                size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < OPTION_COUNT; i++) {
+		if (option_set(cfg, &options[i], options[i].default_value, err, errlen) < 0)
+			goto fail; /* a bad built-in default: caught by the unit tests */
+	}
+	if (path) {
+		struct ini_state st = {.cfg = cfg};
+		int line = ini_parse(path, config_ini_entry, &st);
+		if (line == -1) {
+			fmt_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (line != 0) {
+			if (st.rc < 0)
+				fmt_err(err, errlen, "%s (%s line %d)", st.err, path, line);
+			else
+				fmt_err(err, errlen, "%s line %d: not INI syntax", path, line);
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < nsets; i++) {
+		char key[256];
+		const char *eq = strchr(sets[i], '=');
+		size_t n = eq ? (size_t)(eq - sets[i]) : 0;
+		if (!eq || n == 0 || n >= sizeof(key)) {
+			fmt_err(err, errlen, "--set '%s': expected section.key=value", sets[i]);
+			goto fail;
+		}
+		memcpy(key, sets[i], n);
+		key[n] = '\0';
+		if (config_set(cfg, key, eq + 1, err, errlen) < 0)
+			goto fail;
+	}
+	if (config_derive(cfg, err, errlen) < 0)
+		goto fail;
+	return 0;
+fail:
+	config_close(cfg);
+	return -EINVAL;
+}
+
+void config_close(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->producer_count; i++) {
+		free(cfg->producer_keys[i]);
+		free(cfg->producer_values[i]);
+	}
+	cfg->producer_count = 0;
+}
+
+static void option_value(const struct config *cfg, const struct option *o, char *out, size_t cap)
+{
+	const char *field = (const char *)cfg + o->offset;
+	switch (o->type) {
+	case OPT_STRING:
+	case OPT_ADDRESS:
+	case OPT_ENUM:
+		snprintf(out, cap, "%s", field);
+		return;
+	case OPT_INT: {
+		int64_t v;
+		memcpy(&v, field, sizeof(v));
+		snprintf(out, cap, "%" PRId64, v);
+		return;
+	}
+	case OPT_BOOL: {
+		bool b;
+		memcpy(&b, field, sizeof(b));
+		snprintf(out, cap, "%s", b ? "true" : "false");
+		return;
+	}
+	}
+}
+
+/* Calls emit for each section change and key, in table order. */
+static void print_sections(FILE *out, const struct config *cfg, bool docs)
+{
+	char section[64] = "";
+	char value[CONFIG_STR_MAX];
+
+	for (size_t i = 0; i < OPTION_COUNT; i++) {
+		const struct option *o = &options[i];
+		const char *dot = strrchr(o->key, '.');
+		size_t slen = (size_t)(dot - o->key);
+		if (strlen(section) != slen || strncmp(section, o->key, slen) != 0) {
+			memcpy(section, o->key, slen);
+			section[slen] = '\0';
+			fprintf(out, "%s[%s]\n", i ? "\n" : "", section);
+		}
+		if (docs) {
+			/* Wrap the help text at ~90 columns as "# " comment lines. */
+			const char *h = o->help;
+			while (*h) {
+				size_t n = strlen(h);
+				if (n > 88) {
+					n = 88;
+					while (n > 0 && h[n] != ' ')
+						n--;
+					if (n == 0)
+						n = 88;
+				}
+				fprintf(out, "# %.*s\n", (int)n, h);
+				h += n;
+				while (*h == ' ')
+					h++;
+			}
+			/* Reload lands with the ops issue; until then every key needs a restart,
+			 * so the docs do not print the reloadable flag yet. */
+			if (o->type == OPT_INT)
+				fprintf(out, "# Range %" PRId64 "..%" PRId64 ".\n", o->min, o->max);
+			else if (o->type == OPT_ENUM)
+				fprintf(out, "# One of %s.\n", o->choices);
+			else if (o->type == OPT_BOOL)
+				fprintf(out, "# true or false.\n");
+			fprintf(out, "%s = %s\n", dot + 1, o->default_value);
+		} else {
+			option_value(cfg, o, value, sizeof(value));
+			fprintf(out, "%s = %s\n", dot + 1, value);
+		}
+	}
+}
+
+void config_print(const struct config *cfg, FILE *out)
+{
+	print_sections(out, cfg, false);
+	if (cfg->producer_count) {
+		fprintf(out, "\n[kafka.producer]\n");
+		for (size_t i = 0; i < cfg->producer_count; i++) {
+			/* --check-config output lands in terminals and CI logs: hide secrets. */
+			const char *k = cfg->producer_keys[i];
+			bool secret = strstr(k, "password") || strstr(k, "secret") ||
+			              strstr(k, "sasl.oauthbearer.config") || strstr(k, ".key.pem");
+			fprintf(out, "%s = %s\n", k, secret ? "(hidden)" : cfg->producer_values[i]);
+		}
+	}
+}
+
+void config_dump_options(FILE *out)
+{
+	fprintf(
+	    out,
+	    "# clickd configuration: every key with its default.\n"
+	    "#\n"
+	    "# Generated by `clickd --dump-options` from the option table in src/config.c;\n"
+	    "# a test keeps this file and the table equal. Any key can also be given on the\n"
+	    "# command line as --set section.key=value (applied after this file).\n"
+	    "# An unknown key or a bad value stops clickd at start (exit 2), naming the key.\n\n");
+	print_sections(out, NULL, true);
+	fprintf(out, "\n[kafka.producer]\n"
+	             "# Every key here is handed to librdkafka as it is (see librdkafka's\n"
+	             "# CONFIGURATION.md), after clickd's defaults: acks=all,\n"
+	             "# enable.idempotence=true, compression.type=zstd, linger.ms=5. A property\n"
+	             "# librdkafka does not know stops clickd at start. Example:\n"
+	             "# queue.buffering.max.messages = 100000\n");
+}
+
+bool config_cors_allowed(const struct config *cfg, const char *origin, size_t len)
+{
+	if (cfg->cors_any)
+		return true;
+	for (size_t i = 0; i < cfg->cors_origin_count; i++)
+		if (strlen(cfg->cors_origins[i]) == len &&
+		    strncasecmp(cfg->cors_origins[i], origin, len) == 0)
+			return true;
+	return false;
+}
+
+static bool cidr_contains(const struct config_cidr *c, const uint8_t *addr)
+{
+	int full = c->prefix_bits / 8, rest = c->prefix_bits % 8;
+	if (memcmp(c->addr, addr, (size_t)full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	uint8_t mask = (uint8_t)(0xff << (8 - rest));
+	return (c->addr[full] & mask) == (addr[full] & mask);
+}
+
+bool config_is_trusted_proxy(const struct config *cfg, const struct sockaddr *peer)
+{
+	const uint8_t *addr;
+	int family = peer->sa_family;
+	uint8_t mapped[4];
+
+	if (family == AF_INET) {
+		addr = (const uint8_t *)&((const struct sockaddr_in *)peer)->sin_addr;
+	} else if (family == AF_INET6) {
+		addr = (const uint8_t *)&((const struct sockaddr_in6 *)peer)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)addr)) {
+			memcpy(mapped, addr + 12, 4);
+			addr = mapped;
+			family = AF_INET;
+		}
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < cfg->trusted_proxy_count; i++)
+		if (cfg->trusted_proxies[i].family == family &&
+		    cidr_contains(&cfg->trusted_proxies[i], addr))
+			return true;
+	return false;
+}

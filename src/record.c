@@ -1,0 +1,340 @@
+/*
+ * record.c - JSON serialisers for the records clickd writes (see record.h, CONTRACTS.md).
+ *
+ * A tiny append-only JSON writer into the caller's buffer: no allocation, no locale, any
+ * thread. Strings go through one escaper that validates UTF-8 as it copies: valid UTF-8 is
+ * kept as is, `"` and `\` are escaped, every byte below 0x20 and DEL (0x7f) becomes a short
+ * escape (\n, \t, ...) or \u00XX, and a byte that does not start a valid UTF-8 sequence
+ * becomes U+FFFD. So whatever the bytes, the output is valid JSON. The worst case is 6
+ * output bytes per input byte (\u00XX), which RECORD_EVENT_MAX_BYTES accounts for.
+ *
+ * The writer keeps going after the buffer is full (it only counts), so a record either fits
+ * whole or the call answers -ENOSPC; the buffer then holds no promise.
+ */
+#include "clickd/record.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct json_out {
+	char *buf;
+	size_t cap;
+	size_t len; /* bytes written so far (those past cap are only counted) */
+	bool first; /* no key written yet in the current object */
+};
+
+static void out_bytes(struct json_out *o, const char *s, size_t n)
+{
+	if (o->len < o->cap && n <= o->cap - o->len)
+		memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+static void out_char(struct json_out *o, char c)
+{
+	if (o->len < o->cap)
+		o->buf[o->len] = c;
+	o->len++;
+}
+
+static void out_cstr(struct json_out *o, const char *s)
+{
+	out_bytes(o, s, strlen(s));
+}
+
+/*
+ * Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 when s[0] does not
+ * start one within n bytes (stray continuation byte, overlong form, surrogate, > U+10FFFF,
+ * or a sequence cut short). Follows the table in RFC 3629 section 4.
+ */
+static size_t utf8_sequence_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+
+	if (c < 0x80)
+		return 1;
+	if (c < 0xc2 || c > 0xf4)
+		return 0;
+	if (c < 0xe0) {
+		if (n < 2 || (s[1] & 0xc0) != 0x80)
+			return 0;
+		return 2;
+	}
+	if (c < 0xf0) {
+		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80;
+		unsigned char hi = c == 0xed ? 0x9f : 0xbf; /* no UTF-16 surrogates */
+		if (n < 3 || s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
+			return 0;
+		return 3;
+	}
+	{
+		unsigned char lo = c == 0xf0 ? 0x90 : 0x80;
+		unsigned char hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing past U+10FFFF */
+		if (n < 4 || s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 ||
+		    (s[3] & 0xc0) != 0x80)
+			return 0;
+		return 4;
+	}
+}
+
+static void out_escaped_control(struct json_out *o, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xf]};
+
+	switch (c) {
+	case '\b':
+		out_bytes(o, "\\b", 2);
+		return;
+	case '\f':
+		out_bytes(o, "\\f", 2);
+		return;
+	case '\n':
+		out_bytes(o, "\\n", 2);
+		return;
+	case '\r':
+		out_bytes(o, "\\r", 2);
+		return;
+	case '\t':
+		out_bytes(o, "\\t", 2);
+		return;
+	}
+	out_bytes(o, esc, sizeof(esc));
+}
+
+/*
+ * Writes s[0..n) as a quoted JSON string. When max_in is smaller than n, the input is cut
+ * to at most max_in bytes, at a character boundary: a valid sequence that would cross the
+ * limit is left out whole. Runs of plain bytes are copied in one go.
+ */
+static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t max_in)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t limit = n < max_in ? n : max_in;
+	size_t i = 0, run = 0;
+
+	out_char(o, '"');
+	while (i < limit) {
+		unsigned char c = u[i];
+		size_t seq;
+
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			i++;
+			continue;
+		}
+		out_bytes(o, s + run, i - run);
+		if (c < 0x80) {
+			if (c == '"' || c == '\\') {
+				out_char(o, '\\');
+				out_char(o, (char)c);
+			} else {
+				out_escaped_control(o, c);
+			}
+			i++;
+		} else if ((seq = utf8_sequence_len(u + i, n - i)) != 0) {
+			if (seq > limit - i) {
+				run = i;
+				break; /* would cross the cut: leave the character out */
+			}
+			out_bytes(o, s + i, seq);
+			i += seq;
+		} else {
+			out_bytes(o, "\xef\xbf\xbd", 3); /* U+FFFD */
+			i++;
+		}
+		run = i;
+	}
+	out_bytes(o, s + run, i - run);
+	out_char(o, '"');
+}
+
+static void out_string(struct json_out *o, const char *s, size_t n)
+{
+	out_string_cut(o, s, n, n);
+}
+
+static void out_key(struct json_out *o, const char *key)
+{
+	if (!o->first)
+		out_char(o, ',');
+	o->first = false;
+	out_char(o, '"');
+	out_cstr(o, key); /* our own keys: plain ASCII, nothing to escape */
+	out_bytes(o, "\":", 2);
+}
+
+static void out_key_string(struct json_out *o, const char *key, const char *s, size_t n)
+{
+	out_key(o, key);
+	out_string(o, s, n);
+}
+
+static void out_key_time(struct json_out *o, const char *key, int64_t ms)
+{
+	char t[32];
+
+	record_format_time(ms, t);
+	out_key(o, key);
+	out_char(o, '"');
+	out_cstr(o, t);
+	out_char(o, '"');
+}
+
+/* The field of `ev`, written only when present (CONTRACTS.md: absent values are omitted). */
+static void out_event_field(struct json_out *o, const struct event *ev, enum event_field f)
+{
+	size_t len;
+	const char *s = event_get(ev, f, &len);
+
+	if (s)
+		out_key_string(o, event_field_name(f), s, len);
+}
+
+/*
+ * The shortest "%.*g" that reads back as the same double (15 digits are always exact for
+ * short decimals like 19.99; 17 always round-trip). snprintf follows LC_NUMERIC, so a
+ * locale decimal comma is turned back into a point. Caller has excluded NaN and infinity,
+ * which JSON cannot carry.
+ */
+static void format_double(double v, char out[40])
+{
+	for (int prec = 15; prec <= 17; prec++) {
+		snprintf(out, 40, "%.*g", prec, v);
+		for (char *p = out; *p; p++)
+			if (*p == ',')
+				*p = '.';
+		if (strtod(out, NULL) == v)
+			break;
+	}
+}
+
+static int out_finish(struct json_out *o)
+{
+	/* Room for the terminating NUL too, so callers may treat buf as a C string. */
+	if (o->len >= o->cap || o->len > (size_t)INT32_MAX)
+		return -ENOSPC;
+	o->buf[o->len] = '\0';
+	return (int)o->len;
+}
+
+/* Writes v as exactly `width` decimal digits (v fits). */
+static char *put_digits(char *p, int v, int width)
+{
+	for (int i = width - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+	return p + width;
+}
+
+/* RFC 3339 has four-digit years: times are clamped to 0000-01-01 .. 9999-12-31. */
+#define RECORD_TIME_MIN_MS (-62167219200000LL)
+#define RECORD_TIME_MAX_MS (253402300799999LL)
+
+void record_format_time(int64_t ms, char out[32])
+{
+	int64_t secs, rem;
+	time_t t;
+	struct tm tm;
+	char *p = out;
+
+	if (ms < RECORD_TIME_MIN_MS)
+		ms = RECORD_TIME_MIN_MS;
+	if (ms > RECORD_TIME_MAX_MS)
+		ms = RECORD_TIME_MAX_MS;
+	secs = ms / 1000;
+	rem = ms % 1000;
+	if (rem < 0) { /* floor, so times before 1970 read right */
+		rem += 1000;
+		secs--;
+	}
+	t = (time_t)secs;
+	if (!gmtime_r(&t, &tm))
+		memset(&tm, 0, sizeof(tm)); /* cannot happen within the clamp */
+	p = put_digits(p, tm.tm_year + 1900, 4);
+	*p++ = '-';
+	p = put_digits(p, tm.tm_mon + 1, 2);
+	*p++ = '-';
+	p = put_digits(p, tm.tm_mday, 2);
+	*p++ = 'T';
+	p = put_digits(p, tm.tm_hour, 2);
+	*p++ = ':';
+	p = put_digits(p, tm.tm_min, 2);
+	*p++ = ':';
+	p = put_digits(p, tm.tm_sec, 2);
+	*p++ = '.';
+	p = put_digits(p, (int)rem, 3);
+	*p++ = 'Z';
+	*p = '\0';
+}
+
+int record_event_json(const struct event *ev, char *buf, size_t cap)
+{
+	struct json_out o = {.buf = buf, .cap = cap, .first = true};
+	char num[40];
+
+	out_char(&o, '{');
+	out_event_field(&o, ev, EF_EVENT_ID);
+	out_event_field(&o, ev, EF_APP_ID);
+	out_key(&o, "type");
+	out_char(&o, '"');
+	out_cstr(&o, event_type_name(ev->type));
+	out_char(&o, '"');
+	out_event_field(&o, ev, EF_NAME);
+	out_key_time(&o, "received_at", ev->received_at_ms);
+	if (ev->client_at_ms != EVENT_TIME_ABSENT)
+		out_key_time(&o, "client_at", ev->client_at_ms);
+	out_event_field(&o, ev, EF_VISITOR_ID);
+	out_event_field(&o, ev, EF_USER_ID);
+	out_event_field(&o, ev, EF_SESSION_ID);
+	if (ev->session_index > 0) {
+		snprintf(num, sizeof(num), "%" PRIu32, ev->session_index);
+		out_key(&o, "session_index");
+		out_cstr(&o, num);
+	}
+	/* url .. channel are consecutive in EVENT_STRING_FIELDS, in contract order. */
+	_Static_assert(EF_CHANNEL - EF_URL == 11, "url..channel must stay one run of fields");
+	for (enum event_field f = EF_URL; f <= EF_CHANNEL; f++)
+		out_event_field(&o, ev, f);
+	if (ev->has_revenue && isfinite(ev->revenue)) {
+		format_double(ev->revenue, num);
+		out_key(&o, "revenue");
+		out_cstr(&o, num);
+	}
+	out_event_field(&o, ev, EF_CURRENCY);
+	out_event_field(&o, ev, EF_IP);
+	out_event_field(&o, ev, EF_USER_AGENT);
+	out_key(&o, "is_bot");
+	out_cstr(&o, ev->is_bot ? "true" : "false");
+	out_event_field(&o, ev, EF_PROTOCOL);
+	out_char(&o, '}');
+	return out_finish(&o);
+}
+
+int record_dead_letter_json(int64_t received_at_ms, const char *reason, const char *protocol,
+                            const char *peer, const char *payload, size_t payload_len,
+                            size_t max_payload, char *buf, size_t cap)
+{
+	struct json_out o = {.buf = buf, .cap = cap, .first = true};
+
+	out_char(&o, '{');
+	out_key_time(&o, "received_at", received_at_ms);
+	if (reason)
+		out_key_string(&o, "reason", reason, strlen(reason));
+	if (protocol)
+		out_key_string(&o, "protocol", protocol, strlen(protocol));
+	if (peer)
+		out_key_string(&o, "peer", peer, strlen(peer));
+	if (payload && payload_len > 0 && max_payload > 0) {
+		out_key(&o, "payload");
+		out_string_cut(&o, payload, payload_len, max_payload);
+	}
+	out_char(&o, '}');
+	return out_finish(&o);
+}

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-int admin_init(struct admin_state *st, struct sink *sink)
+int admin_init(struct admin_state *st, struct sink *const *sinks)
 {
 	memset(st, 0, sizeof(*st));
-	st->sink = sink;
+	st->sinks = sinks;
 	st->metrics_buf = malloc(ADMIN_METRICS_BYTES);
 	return st->metrics_buf ? 0 : -ENOMEM;
 }
@@ -32,6 +32,15 @@ static void text(struct http_conn *conn, int status, const char *body)
 	    .body_len = strlen(body),
 	};
 	http_respond(conn, &r);
+}
+
+/* True when every sink can take records. */
+static bool sinks_ready(const struct admin_state *st)
+{
+	for (struct sink *const *s = st->sinks; s && *s; s++)
+		if ((*s)->ops->ready && !(*s)->ops->ready(*s))
+			return false;
+	return true;
 }
 
 static bool path_is(const struct http_request *req, const char *path)
@@ -61,7 +70,7 @@ void admin_handle(void *ud, struct http_conn *conn, const struct http_request *r
 			text(conn, 503, "not ready: starting\n");
 		else if (st->draining)
 			text(conn, 503, "not ready: draining\n");
-		else if (st->sink && st->sink->ops->ready && !st->sink->ops->ready(st->sink))
+		else if (!sinks_ready(st))
 			text(conn, 503, "not ready: sink cannot take records\n");
 		else
 			text(conn, 200, "ready\n");

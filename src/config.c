@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 enum option_type { OPT_STRING, OPT_INT, OPT_BOOL, OPT_ENUM, OPT_ADDRESS };
 
@@ -121,6 +122,46 @@ static const struct option options[] = {
      false, "Topic of dead-letter records."},
     {"kafka.flush_timeout_ms", INT(kafka_flush_timeout_ms), "30000", 0, 600000, NULL, true,
      "At stop, how long to wait for Kafka to acknowledge what is queued."},
+
+    {"pipeline.ingest_threads", INT(pipeline_ingest_threads), "0", 0, 64, NULL, false,
+     "Ingest threads, each with its own event loop and its own HTTP and UDP sockets on "
+     "the same addresses (SO_REUSEPORT: the kernel spreads connections and datagrams). "
+     "0: half the CPU cores, at least 1."},
+    {"pipeline.shards", INT(pipeline_shards), "0", 0, 64, NULL, false,
+     "Shard workers; each owns the sessions and dedup state of its share of the visitors "
+     "(XXH3 of the visitor key). 0: half the CPU cores, at least 1."},
+    {"pipeline.ring_slots", INT(pipeline_ring_slots), "1024", 16, 65536, NULL, false,
+     "Events one ring (one per ingest thread and shard) holds, a power of two. A full "
+     "ring answers 503 (HTTP) or drops (UDP, counted). Memory: ingest_threads x shards x "
+     "ring_slots x 8.4 KiB (8.6 MiB per ring at 1024)."},
+
+    {"dedup.window_s", INT(dedup_window_s), "3600", 1, 604800, NULL, false,
+     "An event whose app_id and eid (or, without eid, whose whole decoded payload) was "
+     "seen less than this long before is a duplicate: counted, not written."},
+    {"dedup.max_entries", INT(dedup_max_entries), "1000000", 16, 1000000000, NULL, false,
+     "Fingerprints remembered per shard, 32 bytes each (32 MB per shard at 1,000,000). "
+     "When full before the window has passed, the oldest are forgotten first "
+     "(clickd_dedup_evicted_total)."},
+
+    {"session.timeout_s", INT(session_timeout_s), "1800", 1, 86400, NULL, false,
+     "A session ends after this long without an event from its visitor (end_reason "
+     "inactivity)."},
+    {"session.max_duration_s", INT(session_max_duration_s), "86400", 1, 604800, NULL, false,
+     "A session ends this long after it started, however active (end_reason "
+     "max_duration)."},
+    {"session.max_visitors", INT(session_max_visitors), "1000000", 1, 1000000000, NULL, false,
+     "Visitors remembered (for session_index), over all shards; past it the least "
+     "recently seen is forgotten, and its open session ends (end_reason evicted). Memory: "
+     "about 40 bytes per visitor, plus per open session 2.6 KB at max_url_bytes=512 "
+     "(3 x max_url_bytes + 1.1 KB)."},
+    {"session.max_url_bytes", INT(session_max_url_bytes), "512", 64, 8192, NULL, false,
+     "The landing URL, exit URL and referrer a session keeps are cut to this many bytes "
+     "(at a UTF-8 character boundary)."},
+
+    {"channel.sources_dir", STR(channel_sources_dir), "", 0, 0, NULL, false,
+     "A directory with search.txt, social.txt, video.txt and shopping.txt replacing the "
+     "source lists of the channel rules (conf/channels/ in the source tree, "
+     "/etc/clickd/channels installed). Empty: the lists built into clickd."},
 
     {"shutdown.drain_timeout_ms", INT(shutdown_drain_timeout_ms), "5000", 0, 600000, NULL, true,
      "At stop, how long in-flight HTTP requests get to finish before their "
@@ -479,6 +520,11 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 		        cfg->http_cookie_domain);
 		return -EINVAL;
 	}
+	if (cfg->pipeline_ring_slots & (cfg->pipeline_ring_slots - 1)) {
+		fmt_err(err, errlen, "pipeline.ring_slots: %lld is not a power of two",
+		        (long long)cfg->pipeline_ring_slots);
+		return -EINVAL;
+	}
 	if (cfg->kafka_brokers[0] == '\0' && cfg->sink_file_dir[0] == '\0') {
 		fmt_err(err, errlen, "sink.file.dir: empty while kafka.brokers is empty too");
 		return -EINVAL;
@@ -528,6 +574,23 @@ int config_load(struct config *cfg, const char *path, char *const *sets, size_t 
 fail:
 	config_close(cfg);
 	return -EINVAL;
+}
+
+static size_t half_the_cores(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n >= 4 ? (size_t)n / 2 : 1;
+}
+
+size_t config_ingest_threads(const struct config *cfg)
+{
+	return cfg->pipeline_ingest_threads > 0 ? (size_t)cfg->pipeline_ingest_threads
+	                                        : half_the_cores();
+}
+
+size_t config_shards(const struct config *cfg)
+{
+	return cfg->pipeline_shards > 0 ? (size_t)cfg->pipeline_shards : half_the_cores();
 }
 
 void config_close(struct config *cfg)

@@ -1,48 +1,98 @@
 /*
- * main.c - the clickd daemon: command line, start-up, signals and the orderly stop.
+ * main.c - the clickd daemon: command line, start-up, threads, signals and the orderly stop.
  *
- * One loop (foundation form): the collect listeners (HTTP, UDP), the admin listener and
- * the sink's periodic work all run on it. Start-up order: config, sink, pipeline,
- * listeners; only then is /readyz ready. Stop (TERM/INT): stop accepting, let in-flight
- * requests finish (shutdown.drain_timeout_ms), take the datagrams the kernel holds,
- * flush the sink (kafka.flush_timeout_ms), close every handle, exit 0 — or 1 when records
- * could not be flushed. Exit codes: 0 clean stop, 1 runtime failure, 2 bad config/usage.
+ * Threads (ARCHITECTURE.md, "The flow"):
+ * - the main thread runs a loop with the admin listener, the signals and, with Kafka, the
+ *   producer's polling (delivery reports) for everyone;
+ * - pipeline.ingest_threads ingest threads, each with its own loop, its own HTTP and UDP
+ *   sockets on the shared addresses (SO_REUSEPORT), its own ingest state and pipeline
+ *   (its rings to every shard) and, with the file sink, its own dead-letter file sink;
+ * - pipeline.shards shard threads (shard.c), each with, for the file sink, its own file
+ *   sink for events and touchpoints.
+ * Rings: ingest_threads x shards SPSC rings, ring[i * shards + s] from ingest thread i to
+ * shard s. Owned here, freed after every thread is joined.
+ *
+ * Start-up: config, channel lists, sinks, rings, shards, ingest loops and their listeners
+ * (all bound before any thread starts, so a port in use fails the start cleanly), the
+ * admin listener; then the shard threads, then the ingest threads; only then is /readyz
+ * ready.
+ *
+ * Stop (TERM/INT): each ingest thread stops accepting, lets in-flight requests finish
+ * (shutdown.drain_timeout_ms), takes the datagrams the kernel holds, closes its rings and
+ * flushes its own sink; each shard, once all its rings are closed and empty, closes its
+ * sessions (shutdown) and flushes; then the main thread joins everyone, flushes Kafka
+ * (kafka.flush_timeout_ms) and exits 0, or 1 when records could not be flushed.
+ * Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage.
  */
 #include "clickd/admin.h"
+#include "clickd/channel.h"
 #include "clickd/config.h"
 #include "clickd/http.h"
 #include "clickd/ingest.h"
 #include "clickd/log.h"
 #include "clickd/net.h"
 #include "clickd/pipeline.h"
+#include "clickd/ring.h"
+#include "clickd/shard.h"
 #include "clickd/sink.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#define SINK_POLL_INTERVAL_MS 50
-#define MAX_SETS              256
+#define MAIN_POLL_INTERVAL_MS   50  /* Kafka delivery reports, gauges */
+#define INGEST_POLL_INTERVAL_MS 100 /* an ingest thread's own file sink */
+#define MAX_SETS                256
+
+struct daemon;
+
+struct ingest_thread {
+	struct daemon *d;
+	unsigned index;
+	uv_loop_t loop;
+	uv_async_t stop_async;
+	uv_timer_t poll_timer;
+	struct sink *sink; /* dead letters: owned file sink, or the shared Kafka sink */
+	bool sink_owned;
+	struct pipeline *pl;
+	struct ingest ix;
+	struct http_server *http;
+	struct ingest_udp *udp;
+	int parts_open;
+	bool loop_ready;
+	bool started;
+	pthread_t thread;
+};
 
 struct daemon {
 	uv_loop_t loop;
 	struct config cfg;
-	struct sink *sink;
-	struct pipeline *pl;
-	struct ingest ix;
+	struct channel_lists *channels;
+	struct sink *kafka; /* shared by every thread; NULL with the file sink */
+	size_t ingest_count, shard_count;
+	struct ring *rings; /* ingest_count * shard_count, cache-line aligned */
+	size_t rings_ready;
+	struct shard **shards;
+	struct sink **shard_sinks; /* owned file sinks (NULL entries with Kafka) */
+	struct ingest_thread *ingest;
+	struct sink **ready_sinks; /* what /readyz asks */
 	struct admin_state admin_state;
-	struct http_server *http;
 	struct http_server *admin;
-	struct ingest_udp *udp;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t poll_timer;
-	int collect_parts_open; /* HTTP and UDP still closing */
+	uv_async_t done_async;
+	_Atomic unsigned ingest_done;
+	_Atomic unsigned shards_done;
+	unsigned shards_started;
 	bool stopping;
+	bool finishing;
 	int exit_code;
 };
 
@@ -74,62 +124,310 @@ static int64_t wall_clock_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void on_handle_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
 /* ---- sinks ---- */
 
-static struct sink *open_sink(const struct config *cfg, int *exit_code)
+static struct sink *open_kafka(const struct config *cfg, char *err, size_t errlen)
+{
+	struct sink_kafka_property props[CONFIG_MAX_PRODUCER_PROPS];
+	struct sink_kafka_options o = {
+	    .brokers = cfg->kafka_brokers,
+	    .topics = {[SINK_EVENTS] = cfg->kafka_topic_events,
+	               [SINK_TOUCHPOINTS] = cfg->kafka_topic_touchpoints,
+	               [SINK_DEAD_LETTERS] = cfg->kafka_topic_dead_letters},
+	    .producer = props,
+	    .producer_count = cfg->producer_count,
+	};
+	for (size_t i = 0; i < cfg->producer_count; i++) {
+		props[i].key = cfg->producer_keys[i];
+		props[i].value = cfg->producer_values[i];
+	}
+	return sink_kafka_new(&o, err, errlen);
+}
+
+static struct sink *open_file(const struct config *cfg, const char *tag)
 {
 	char err[512] = "";
-	struct sink *s;
-
-	if (cfg->kafka_brokers[0]) {
-		struct sink_kafka_property props[CONFIG_MAX_PRODUCER_PROPS];
-		struct sink_kafka_options o = {
-		    .brokers = cfg->kafka_brokers,
-		    .topics = {[SINK_EVENTS] = cfg->kafka_topic_events,
-		               [SINK_TOUCHPOINTS] = cfg->kafka_topic_touchpoints,
-		               [SINK_DEAD_LETTERS] = cfg->kafka_topic_dead_letters},
-		    .producer = props,
-		    .producer_count = cfg->producer_count,
-		};
-		for (size_t i = 0; i < cfg->producer_count; i++) {
-			props[i].key = cfg->producer_keys[i];
-			props[i].value = cfg->producer_values[i];
-		}
-		s = sink_kafka_new(&o, err, sizeof(err));
-		if (!s) {
-			log_error("main", "msg=\"cannot start the Kafka sink\" err=\"%s\"", err);
-			*exit_code = 2; /* a bad [kafka.producer] property is a config error */
-		}
-		return s;
-	}
 	struct sink_file_options fo = {
 	    .dir = cfg->sink_file_dir,
 	    .compress_zstd = strcmp(cfg->sink_file_compress, "zstd") == 0,
 	    .zstd_level = (int)cfg->sink_file_zstd_level,
 	    .rotate_bytes = (uint64_t)cfg->sink_file_rotate_bytes,
 	    .rotate_age_ms = cfg->sink_file_rotate_s * 1000,
+	    .name_tag = tag,
 	};
-	s = sink_file_new(&fo, err, sizeof(err));
-	if (!s) {
+	struct sink *s = sink_file_new(&fo, err, sizeof(err));
+
+	if (!s)
 		log_error("main", "msg=\"cannot start the file sink\" dir=\"%s\" err=\"%s\"",
 		          cfg->sink_file_dir, err);
-		*exit_code = 1;
-	}
 	return s;
 }
 
-static void on_poll_timer(uv_timer_t *t)
+/* The sink a thread writes to: the shared Kafka sink, or a file sink of its own. */
+static struct sink *thread_sink(struct daemon *d, const char *tag, bool *owned)
 {
-	struct daemon *d = t->data;
-	d->sink->ops->poll(d->sink, wall_clock_ms());
+	*owned = d->kafka == NULL;
+	return d->kafka ? d->kafka : open_file(&d->cfg, tag);
 }
 
-/* ---- stop ---- */
+/* ---- ingest threads ---- */
 
-static void on_handle_closed(uv_handle_t *h)
+static void ingest_thread_finish(struct ingest_thread *it)
 {
-	(void)h;
+	/* Every collect part is closed: nothing more enters this thread's rings. */
+	pipeline_close(it->pl);
+	if (it->sink_owned) {
+		uv_timer_stop(&it->poll_timer);
+		if (it->sink->ops->flush(it->sink, 0) < 0)
+			log_error("main", "msg=\"dead letters could not be flushed\" thread=%u",
+			          it->index);
+	}
+	uv_close((uv_handle_t *)&it->poll_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&it->stop_async, on_handle_closed);
 }
+
+static void on_ingest_part_closed(void *arg)
+{
+	struct ingest_thread *it = arg;
+	if (--it->parts_open == 0)
+		ingest_thread_finish(it);
+}
+
+static void on_ingest_stop(uv_async_t *a)
+{
+	struct ingest_thread *it = a->data;
+
+	if (it->parts_open > 0)
+		return;     /* already stopping */
+	it->parts_open = 1; /* held until both parts are asked to close */
+	if (it->http) {
+		it->parts_open++;
+		http_server_close(it->http, (uint64_t)it->d->cfg.shutdown_drain_timeout_ms,
+		                  on_ingest_part_closed, it);
+		it->http = NULL;
+	}
+	if (it->udp) {
+		it->parts_open++;
+		ingest_udp_close(it->udp, on_ingest_part_closed, it);
+		it->udp = NULL;
+	}
+	on_ingest_part_closed(it);
+}
+
+static void on_ingest_poll(uv_timer_t *t)
+{
+	struct ingest_thread *it = t->data;
+	it->sink->ops->poll(it->sink, wall_clock_ms());
+}
+
+static void *ingest_main(void *arg)
+{
+	struct ingest_thread *it = arg;
+	struct daemon *d = it->d;
+	char name[16];
+
+	snprintf(name, sizeof(name), "clickd-ingest%u", it->index);
+	pthread_setname_np(pthread_self(), name);
+	uv_run(&it->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&it->loop) != 0)
+		log_error("main", "msg=\"handles left open at exit\" thread=%u", it->index);
+	atomic_fetch_add(&d->ingest_done, 1);
+	uv_async_send(&d->done_async);
+	return NULL;
+}
+
+/* Binds one listener; the first thread binds the configured address, the others the
+ * port it got (the same when a port was given; the kernel's when it was 0). */
+static int bind_listener(struct daemon *d, const char *key, const char *addr_text, bool udp,
+                         int *port, int *fd_out)
+{
+	struct sockaddr_storage addr;
+	char err[256];
+	int fd;
+
+	if (config_parse_address(addr_text, &addr, err, sizeof(err)) < 0) {
+		log_error("main", "msg=\"bad address\" key=%s err=\"%s\"", key, err);
+		return -EINVAL;
+	}
+	if (*port > 0) {
+		if (addr.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)*port);
+		else
+			((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)*port);
+	}
+	fd = udp ? net_bind_udp(&addr, (int)d->cfg.udp_recv_buffer_bytes, err, sizeof(err))
+	         : net_listen_tcp(&addr, 4096, err, sizeof(err));
+	if (fd < 0) {
+		log_error("main", "msg=\"cannot listen\" key=%s addr=%s err=\"%s\"", key, addr_text,
+		          err);
+		return fd;
+	}
+	if (*port <= 0) {
+		*port = net_local_port(fd);
+		log_info("main", "msg=listening key=%s addr=%s port=%d", key, addr_text, *port);
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *http_port,
+                              int *udp_port)
+{
+	const struct config *cfg = &d->cfg;
+	struct http_limits collect = {
+	    .max_connections = (size_t)cfg->http_max_connections,
+	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
+	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
+	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
+	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
+	    .collect_metrics = true,
+	};
+	char tag[32];
+	int fd, rc;
+
+	it->d = d;
+	uv_loop_init(&it->loop);
+	it->loop_ready = true;
+	uv_async_init(&it->loop, &it->stop_async, on_ingest_stop);
+	it->stop_async.data = it;
+	uv_timer_init(&it->loop, &it->poll_timer);
+	it->poll_timer.data = it;
+	snprintf(tag, sizeof(tag), "i%u", it->index);
+	it->sink = thread_sink(d, tag, &it->sink_owned);
+	if (!it->sink)
+		return -1;
+	it->pl =
+	    pipeline_new(d->rings + (size_t)it->index * d->shard_count, d->shards, d->shard_count,
+	                 it->sink, (size_t)cfg->limits_dead_letter_payload_bytes);
+	if (!it->pl) {
+		log_error("main", "msg=\"out of memory\"");
+		return -1;
+	}
+	ingest_init(&it->ix, cfg, it->pl);
+	if (cfg->http_listen[0]) {
+		if (bind_listener(d, "http.listen", cfg->http_listen, false, http_port, &fd) < 0)
+			return -1;
+		rc = http_server_new(&it->loop, fd, "http", &collect, ingest_http_handle,
+		                     ingest_http_reject, &it->ix, &it->http);
+		if (rc < 0) {
+			log_error("main", "msg=\"cannot serve HTTP\" err=\"%s\"", uv_strerror(rc));
+			return -1;
+		}
+	}
+	if (cfg->udp_listen[0]) {
+		if (bind_listener(d, "udp.listen", cfg->udp_listen, true, udp_port, &fd) < 0)
+			return -1;
+		rc = ingest_udp_new(&it->loop, fd, &it->ix, &it->udp);
+		if (rc < 0) {
+			log_error("main", "msg=\"cannot receive UDP\" err=\"%s\"", uv_strerror(rc));
+			return -1;
+		}
+	}
+	if (it->sink_owned)
+		uv_timer_start(&it->poll_timer, on_ingest_poll, INGEST_POLL_INTERVAL_MS,
+		               INGEST_POLL_INTERVAL_MS);
+	return 0;
+}
+
+/* Tears down an ingest loop that never ran (start-up failed): from the main thread. */
+static void ingest_thread_discard(struct ingest_thread *it)
+{
+	if (!it->loop_ready)
+		return;
+	if (it->http)
+		http_server_close(it->http, 0, NULL, NULL);
+	if (it->udp)
+		ingest_udp_close(it->udp, NULL, NULL);
+	it->http = NULL;
+	it->udp = NULL;
+	uv_walk(&it->loop, close_walk, NULL);
+	uv_run(&it->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&it->loop);
+	it->loop_ready = false;
+	if (it->pl)
+		pipeline_close(it->pl);
+}
+
+/* ---- shards ---- */
+
+static void on_shard_done(void *arg)
+{
+	struct daemon *d = arg;
+	atomic_fetch_add(&d->shards_done, 1);
+	uv_async_send(&d->done_async);
+}
+
+static int shards_init(struct daemon *d)
+{
+	const struct config *cfg = &d->cfg;
+	size_t n = d->ingest_count * d->shard_count;
+	size_t per_shard_visitors = (size_t)cfg->session_max_visitors / d->shard_count;
+	char err[256];
+
+	d->rings = aligned_alloc(RING_CACHE_LINE, n * sizeof(*d->rings));
+	d->shards = calloc(d->shard_count, sizeof(*d->shards));
+	d->shard_sinks = calloc(d->shard_count, sizeof(*d->shard_sinks));
+	if (!d->rings || !d->shards || !d->shard_sinks) {
+		log_error("main", "msg=\"out of memory\"");
+		return -1;
+	}
+	for (; d->rings_ready < n; d->rings_ready++) {
+		if (ring_init(&d->rings[d->rings_ready], (size_t)cfg->pipeline_ring_slots,
+		              sizeof(struct event)) < 0) {
+			log_error("main",
+			          "msg=\"out of memory for the rings\" rings=%zu slots=%lld", n,
+			          (long long)cfg->pipeline_ring_slots);
+			return -1;
+		}
+	}
+	for (size_t s = 0; s < d->shard_count; s++) {
+		struct ring *inputs[64];
+		char tag[32];
+		bool owned;
+		struct shard_options o = {
+		    .index = (unsigned)s,
+		    .inputs = inputs,
+		    .input_count = d->ingest_count,
+		    .channels = d->channels,
+		    .dedup_max_entries = (size_t)cfg->dedup_max_entries,
+		    .dedup_window_ms = cfg->dedup_window_s * 1000,
+		    .session = {.timeout_ms = cfg->session_timeout_s * 1000,
+		                .max_duration_ms = cfg->session_max_duration_s * 1000,
+		                .max_visitors = per_shard_visitors ? per_shard_visitors : 1,
+		                .max_url_bytes = (size_t)cfg->session_max_url_bytes},
+		    .stop_timeout_ms = cfg->kafka_flush_timeout_ms,
+		};
+		for (size_t i = 0; i < d->ingest_count; i++)
+			inputs[i] = &d->rings[i * d->shard_count + s];
+		snprintf(tag, sizeof(tag), "s%zu", s);
+		o.sink = thread_sink(d, tag, &owned);
+		if (!o.sink)
+			return -1;
+		o.sink_owned = owned;
+		if (owned)
+			d->shard_sinks[s] = o.sink;
+		d->shards[s] = shard_new(&o, err, sizeof(err));
+		if (!d->shards[s]) {
+			log_error("main", "msg=\"cannot make a shard\" err=\"%s\"", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- the main loop: stop ---- */
 
 static void on_admin_closed(void *arg)
 {
@@ -137,32 +435,43 @@ static void on_admin_closed(void *arg)
 	uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
 	uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
 	uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
+	uv_close((uv_handle_t *)&d->done_async, on_handle_closed);
 }
 
+/* Every thread has ended: flush the shared sink, close the main loop's handles. */
 static void finish_stop(struct daemon *d)
 {
-	int rc;
-
+	d->finishing = true;
+	for (size_t i = 0; i < d->ingest_count; i++)
+		if (d->ingest[i].started)
+			pthread_join(d->ingest[i].thread, NULL);
+	for (size_t s = 0; s < d->shard_count; s++)
+		shard_join(d->shards[s]);
 	uv_timer_stop(&d->poll_timer);
 	uv_close((uv_handle_t *)&d->poll_timer, on_handle_closed);
-	/* Nothing else runs now: blocking in flush is what the stop is for. */
-	rc = d->sink->ops->flush(d->sink, (int)d->cfg.kafka_flush_timeout_ms);
-	if (rc < 0) {
-		log_error("main", "msg=\"records could not be flushed before the timeout\" err=%d",
-		          rc);
-		d->exit_code = 1;
+	if (d->kafka) {
+		/* Nothing else runs now: blocking in flush is what the stop is for. */
+		if (d->kafka->ops->flush(d->kafka, (int)d->cfg.kafka_flush_timeout_ms) < 0) {
+			log_error("main",
+			          "msg=\"records could not be flushed before the timeout\"");
+			d->exit_code = 1;
+		}
+		d->kafka->ops->poll(d->kafka, wall_clock_ms());
 	}
-	d->sink->ops->poll(d->sink, wall_clock_ms());
 	if (d->admin)
 		http_server_close(d->admin, 0, on_admin_closed, d);
 	else
 		on_admin_closed(d);
 }
 
-static void on_collect_part_closed(void *arg)
+static void on_done(uv_async_t *a)
 {
-	struct daemon *d = arg;
-	if (--d->collect_parts_open == 0)
+	struct daemon *d = a->data;
+
+	if (d->finishing)
+		return;
+	if (atomic_load(&d->ingest_done) == d->ingest_count &&
+	    atomic_load(&d->shards_done) == d->shards_started)
 		finish_stop(d);
 }
 
@@ -172,18 +481,14 @@ static void begin_stop(struct daemon *d, const char *why)
 		return;
 	d->stopping = true;
 	d->admin_state.draining = true;
-	log_info("main", "msg=\"stopping: draining connections, flushing sinks\" signal=%s", why);
-	d->collect_parts_open = 1; /* held until both parts are asked to close */
-	if (d->http) {
-		d->collect_parts_open++;
-		http_server_close(d->http, (uint64_t)d->cfg.shutdown_drain_timeout_ms,
-		                  on_collect_part_closed, d);
-	}
-	if (d->udp) {
-		d->collect_parts_open++;
-		ingest_udp_close(d->udp, on_collect_part_closed, d);
-	}
-	on_collect_part_closed(d);
+	log_info("main",
+	         "msg=\"stopping: draining connections, closing sessions, flushing\" "
+	         "signal=%s",
+	         why);
+	for (size_t i = 0; i < d->ingest_count; i++)
+		if (d->ingest[i].started)
+			uv_async_send(&d->ingest[i].stop_async);
+	on_done(&d->done_async); /* nothing may have been running */
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -197,43 +502,23 @@ static void on_signal(uv_signal_t *s, int signum)
 	begin_stop(d, signum == SIGTERM ? "TERM" : "INT");
 }
 
-/* ---- start ---- */
-
-static int start_listener(struct daemon *d, const char *key, const char *addr_text, bool udp,
-                          int *fd_out)
+static void on_poll_timer(uv_timer_t *t)
 {
-	struct sockaddr_storage addr;
-	char err[256];
-	int fd;
+	struct daemon *d = t->data;
+	size_t n = d->ingest_count * d->shard_count;
+	int64_t waiting = 0;
 
-	if (config_parse_address(addr_text, &addr, err, sizeof(err)) < 0) {
-		log_error("main", "msg=\"bad address\" key=%s err=\"%s\"", key, err);
-		return -EINVAL;
-	}
-	fd = udp ? net_bind_udp(&addr, (int)d->cfg.udp_recv_buffer_bytes, err, sizeof(err))
-	         : net_listen_tcp(&addr, 4096, err, sizeof(err));
-	if (fd < 0) {
-		log_error("main", "msg=\"cannot listen\" key=%s addr=%s err=\"%s\"", key, addr_text,
-		          err);
-		return fd;
-	}
-	log_info("main", "msg=listening key=%s addr=%s port=%d", key, addr_text,
-	         net_local_port(fd));
-	*fd_out = fd;
-	return 0;
+	if (d->kafka)
+		d->kafka->ops->poll(d->kafka, wall_clock_ms());
+	for (size_t i = 0; i < n; i++)
+		waiting += (int64_t)ring_fill(&d->rings[i]);
+	metrics_gauge_set(GAUGE_RING_EVENTS, waiting);
 }
 
-static int start(struct daemon *d)
+/* ---- start ---- */
+
+static int admin_start(struct daemon *d)
 {
-	const struct config *cfg = &d->cfg;
-	struct http_limits collect = {
-	    .max_connections = (size_t)cfg->http_max_connections,
-	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
-	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
-	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
-	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
-	    .collect_metrics = true,
-	};
 	struct http_limits admin = {
 	    .max_connections = 64,
 	    .max_header_bytes = 8192,
@@ -241,41 +526,122 @@ static int start(struct daemon *d)
 	    .max_body_bytes = 0,
 	    .idle_timeout_ms = 30000,
 	};
-	int fd, rc;
+	int port = 0, fd, rc;
 
-	if (cfg->admin_listen[0]) {
-		if (start_listener(d, "admin.listen", cfg->admin_listen, false, &fd) < 0)
-			return -1;
-		rc = http_server_new(&d->loop, fd, "admin", &admin, admin_handle, NULL,
-		                     &d->admin_state, &d->admin);
-		if (rc < 0)
-			return -1;
+	if (!d->cfg.admin_listen[0])
+		return 0;
+	if (bind_listener(d, "admin.listen", d->cfg.admin_listen, false, &port, &fd) < 0)
+		return -1;
+	rc = http_server_new(&d->loop, fd, "admin", &admin, admin_handle, NULL, &d->admin_state,
+	                     &d->admin);
+	return rc < 0 ? -1 : 0;
+}
+
+static int start(struct daemon *d)
+{
+	const struct config *cfg = &d->cfg;
+	char err[512] = "";
+	int http_port = 0, udp_port = 0;
+
+	d->ingest_count = config_ingest_threads(cfg);
+	d->shard_count = config_shards(cfg);
+	d->channels = channel_lists_new(cfg->channel_sources_dir, err, sizeof(err));
+	if (!d->channels) {
+		log_error("main", "msg=\"cannot load the channel source lists\" err=\"%s\"", err);
+		d->exit_code = 2;
+		return -1;
 	}
-	if (cfg->http_listen[0]) {
-		if (start_listener(d, "http.listen", cfg->http_listen, false, &fd) < 0)
-			return -1;
-		rc = http_server_new(&d->loop, fd, "http", &collect, ingest_http_handle,
-		                     ingest_http_reject, &d->ix, &d->http);
-		if (rc < 0)
-			return -1;
-	}
-	if (cfg->udp_listen[0]) {
-		if (start_listener(d, "udp.listen", cfg->udp_listen, true, &fd) < 0)
-			return -1;
-		rc = ingest_udp_new(&d->loop, fd, &d->ix, &d->udp);
-		if (rc < 0) {
-			log_error("main", "msg=\"cannot receive UDP\" err=\"%s\"", uv_strerror(rc));
+	if (cfg->kafka_brokers[0]) {
+		d->kafka = open_kafka(cfg, err, sizeof(err));
+		if (!d->kafka) {
+			log_error("main", "msg=\"cannot start the Kafka sink\" err=\"%s\"", err);
+			d->exit_code = 2; /* a bad [kafka.producer] property is a config error */
 			return -1;
 		}
+	}
+	if (shards_init(d) < 0)
+		return -1;
+	d->ingest = calloc(d->ingest_count, sizeof(*d->ingest));
+	if (!d->ingest)
+		return -1;
+	for (size_t i = 0; i < d->ingest_count; i++) {
+		d->ingest[i].index = (unsigned)i;
+		if (ingest_thread_init(d, &d->ingest[i], &http_port, &udp_port) < 0)
+			return -1;
+	}
+	if (admin_start(d) < 0)
+		return -1;
+	/* What /readyz asks: the shared sink, or every file sink. */
+	d->ready_sinks = calloc(d->ingest_count + d->shard_count + 1, sizeof(*d->ready_sinks));
+	if (!d->ready_sinks)
+		return -1;
+	if (d->kafka) {
+		d->ready_sinks[0] = d->kafka;
+	} else {
+		size_t k = 0;
+		for (size_t i = 0; i < d->ingest_count; i++)
+			d->ready_sinks[k++] = d->ingest[i].sink;
+		for (size_t s = 0; s < d->shard_count; s++)
+			d->ready_sinks[k++] = d->shard_sinks[s];
 	}
 	return 0;
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
+static int start_threads(struct daemon *d)
 {
-	(void)arg;
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
+	int rc;
+
+	for (size_t s = 0; s < d->shard_count; s++) {
+		rc = shard_start(d->shards[s], on_shard_done, d);
+		if (rc < 0) {
+			log_error("main", "msg=\"cannot start a shard thread\" err=\"%s\"",
+			          strerror(-rc));
+			return -1;
+		}
+		d->shards_started++;
+	}
+	for (size_t i = 0; i < d->ingest_count; i++) {
+		struct ingest_thread *it = &d->ingest[i];
+		rc = pthread_create(&it->thread, NULL, ingest_main, it);
+		if (rc != 0) {
+			log_error("main", "msg=\"cannot start an ingest thread\" err=\"%s\"",
+			          strerror(rc));
+			return -1;
+		}
+		it->started = true;
+	}
+	return 0;
+}
+
+static void cleanup(struct daemon *d)
+{
+	if (d->ingest) {
+		for (size_t i = 0; i < d->ingest_count; i++) {
+			struct ingest_thread *it = &d->ingest[i];
+			if (it->sink_owned && it->sink)
+				it->sink->ops->free(it->sink);
+			pipeline_free(it->pl);
+		}
+		free(d->ingest);
+	}
+	if (d->shards)
+		for (size_t s = 0; s < d->shard_count; s++)
+			shard_free(d->shards[s]);
+	if (d->shard_sinks)
+		for (size_t s = 0; s < d->shard_count; s++)
+			if (d->shard_sinks[s])
+				d->shard_sinks[s]->ops->free(d->shard_sinks[s]);
+	for (size_t r = 0; r < d->rings_ready; r++)
+		ring_close(&d->rings[r]);
+	free(d->rings);
+	free(d->shards);
+	free(d->shard_sinks);
+	free(d->ready_sinks);
+	if (d->kafka)
+		d->kafka->ops->free(d->kafka);
+	channel_lists_free(d->channels);
+	admin_close(&d->admin_state);
+	config_close(&d->cfg);
 }
 
 int main(int argc, char **argv)
@@ -337,6 +703,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (check_only) {
+		struct channel_lists *lists =
+		    channel_lists_new(d.cfg.channel_sources_dir, err, sizeof(err));
+		if (!lists) {
+			fprintf(stderr, "clickd: config: channel.sources_dir: %s\n", err);
+			config_close(&d.cfg);
+			return 2;
+		}
+		channel_lists_free(lists);
 		config_print(&d.cfg, stdout);
 		config_close(&d.cfg);
 		return 0;
@@ -347,21 +721,14 @@ int main(int argc, char **argv)
 
 	d.exit_code = 1;
 	uv_loop_init(&d.loop);
-	d.sink = open_sink(&d.cfg, &d.exit_code);
-	if (!d.sink)
+	uv_async_init(&d.loop, &d.done_async, on_done);
+	d.done_async.data = &d;
+	if (admin_init(&d.admin_state, NULL) < 0 || start(&d) < 0)
 		goto fail;
-	d.pl = pipeline_new(d.sink, (size_t)d.cfg.limits_dead_letter_payload_bytes);
-	if (!d.pl || admin_init(&d.admin_state, d.sink) < 0) {
-		log_error("main", "msg=\"out of memory\"");
-		goto fail;
-	}
-	ingest_init(&d.ix, &d.cfg, d.pl);
-	if (start(&d) < 0)
-		goto fail;
-
+	d.admin_state.sinks = d.ready_sinks;
 	uv_timer_init(&d.loop, &d.poll_timer);
 	d.poll_timer.data = &d;
-	uv_timer_start(&d.poll_timer, on_poll_timer, SINK_POLL_INTERVAL_MS, SINK_POLL_INTERVAL_MS);
+	uv_timer_start(&d.poll_timer, on_poll_timer, MAIN_POLL_INTERVAL_MS, MAIN_POLL_INTERVAL_MS);
 	uv_signal_init(&d.loop, &d.sigterm);
 	uv_signal_init(&d.loop, &d.sigint);
 	uv_signal_init(&d.loop, &d.sighup);
@@ -370,30 +737,40 @@ int main(int argc, char **argv)
 	uv_signal_start(&d.sigint, on_signal, SIGINT);
 	uv_signal_start(&d.sighup, on_signal, SIGHUP);
 
-	d.admin_state.started = true;
 	d.exit_code = 0;
-	log_info("main", "msg=started version=%s sink=%s", CLICKD_VERSION, d.sink->ops->name);
+	if (start_threads(&d) < 0) {
+		/* Some threads run: stop them the normal way; the loops that never ran go now. */
+		d.exit_code = 1;
+		for (size_t i = 0; i < d.ingest_count; i++)
+			if (!d.ingest[i].started) {
+				ingest_thread_discard(&d.ingest[i]);
+				atomic_fetch_add(&d.ingest_done, 1);
+			}
+		begin_stop(&d, "start-failure");
+	} else {
+		d.admin_state.started = true;
+		log_info("main", "msg=started version=%s sink=%s ingest_threads=%zu shards=%zu",
+		         CLICKD_VERSION, d.kafka ? "kafka" : "file", d.ingest_count, d.shard_count);
+	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&d.loop) != 0) {
 		log_error("main", "msg=\"handles left open at exit\"");
 		d.exit_code = 1;
 	}
-	pipeline_free(d.pl);
-	d.sink->ops->free(d.sink);
-	admin_close(&d.admin_state);
-	config_close(&d.cfg);
+	cleanup(&d);
 	log_info("main", "msg=stopped exit_code=%d", d.exit_code);
 	return d.exit_code;
 
 fail:
-	/* Start-up failed: close whatever was opened, without draining. */
+	/* Start-up failed before any thread ran: close whatever was opened, without draining. */
+	if (d.ingest)
+		for (size_t i = 0; i < d.ingest_count; i++)
+			ingest_thread_discard(&d.ingest[i]);
+	if (d.admin)
+		http_server_close(d.admin, 0, NULL, NULL);
 	uv_walk(&d.loop, close_walk, NULL);
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d.loop);
-	pipeline_free(d.pl);
-	if (d.sink)
-		d.sink->ops->free(d.sink);
-	admin_close(&d.admin_state);
-	config_close(&d.cfg);
+	cleanup(&d);
 	return d.exit_code ? d.exit_code : 1;
 }

@@ -24,6 +24,17 @@ static const struct counter_def counter_defs[METRIC__COUNT] = {
 #undef METRICS_COUNTER_DEF
 };
 
+static const struct counter_def gauge_defs[GAUGE__COUNT] = {
+#define METRICS_GAUGE_DEF(id, n, h) [GAUGE_##id] = {n, h},
+    METRICS_GAUGES(METRICS_GAUGE_DEF)
+#undef METRICS_GAUGE_DEF
+};
+
+/* Labels of clickd_sessions_ended_total, in the order of enum session_end_reason
+ * (session.h; test_metrics checks they agree). */
+static const char *const session_end_labels[METRICS_SESSION_END_REASONS] = {
+    "inactivity", "new_campaign", "max_duration", "shutdown", "evicted"};
+
 static const char *const dead_letter_labels[METRICS_DL__COUNT] = {
 #define METRICS_DL_LABEL(id, label) [METRICS_DL_##id] = label,
     METRICS_DEAD_LETTER_REASONS(METRICS_DL_LABEL)
@@ -43,6 +54,8 @@ static _Atomic uint64_t dead_letters[METRICS_DL__COUNT];
 static _Atomic uint64_t sink_out[METRICS_SINK__COUNT][SINK_STREAM_COUNT];
 static _Atomic uint64_t sink_failed[METRICS_SINK__COUNT][SINK_STREAM_COUNT];
 static _Atomic int64_t kafka_queue_depth;
+static _Atomic int64_t gauges[GAUGE__COUNT];
+static _Atomic uint64_t sessions_ended[METRICS_SESSION_END_REASONS];
 
 void metrics_add(enum metrics_counter c, uint64_t n)
 {
@@ -52,6 +65,27 @@ void metrics_add(enum metrics_counter c, uint64_t n)
 uint64_t metrics_get(enum metrics_counter c)
 {
 	return atomic_load_explicit(&counters[c], memory_order_relaxed);
+}
+
+void metrics_gauge_add(enum metrics_gauge g, int64_t delta)
+{
+	atomic_fetch_add_explicit(&gauges[g], delta, memory_order_relaxed);
+}
+
+void metrics_gauge_set(enum metrics_gauge g, int64_t value)
+{
+	atomic_store_explicit(&gauges[g], value, memory_order_relaxed);
+}
+
+int64_t metrics_gauge_get(enum metrics_gauge g)
+{
+	return atomic_load_explicit(&gauges[g], memory_order_relaxed);
+}
+
+void metrics_session_ended(int reason, uint64_t n)
+{
+	if (reason >= 0 && reason < METRICS_SESSION_END_REASONS)
+		atomic_fetch_add_explicit(&sessions_ended[reason], n, memory_order_relaxed);
 }
 
 void metrics_http_status(int status)
@@ -172,6 +206,18 @@ int metrics_render(char *buf, size_t cap)
 	                   sink_out);
 	render_sink_family(&t, "clickd_sink_failures_total",
 	                   "Records a sink failed to write or deliver.", sink_failed);
+	render_header(&t, "clickd_sessions_ended_total", "counter",
+	              "Sessions closed, by end_reason (the touchpoint record's).");
+	for (int r = 0; r < METRICS_SESSION_END_REASONS; r++)
+		text_printf(&t, "clickd_sessions_ended_total{reason=\"%s\"} %llu\n",
+		            session_end_labels[r],
+		            (unsigned long long)atomic_load_explicit(&sessions_ended[r],
+		                                                     memory_order_relaxed));
+	for (int g = 0; g < GAUGE__COUNT; g++) {
+		render_header(&t, gauge_defs[g].name, "gauge", gauge_defs[g].help);
+		text_printf(&t, "%s %lld\n", gauge_defs[g].name,
+		            (long long)metrics_gauge_get((enum metrics_gauge)g));
+	}
 	render_header(&t, "clickd_kafka_queue_depth", "gauge",
 	              "Messages waiting in the Kafka producer queue.");
 	text_printf(&t, "clickd_kafka_queue_depth %lld\n",

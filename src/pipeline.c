@@ -1,8 +1,8 @@
 /*
- * pipeline.c - from decoded event to sink (foundation form: synchronous, on the calling
- * loop's thread). Serialises into one reusable buffer per pipeline, so the path from
- * beacon to sink allocates nothing. The pipeline issue replaces the body of
- * pipeline_submit with a push into the shard's ring; callers keep the same contract.
+ * pipeline.c - the ingest side of the pipeline (see pipeline.h): routing events into the
+ * shards' rings, and dead letters straight to the ingest thread's sink. Per event: one
+ * hash, one claim, one copy of the used bytes, one release store and a wake check; no
+ * allocation, no lock, no syscall unless the shard sleeps.
  */
 #include "clickd/pipeline.h"
 
@@ -13,14 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 struct pipeline {
-	struct sink *sink;
+	struct ring *rings;    /* borrowed: shard_count rings */
+	struct shard **shards; /* owned array of borrowed shards */
+	size_t shard_count;
+	struct sink *dead_letter_sink;
 	size_t dead_letter_payload_bytes;
-	size_t buf_cap;
 	int64_t last_failure_log_ms;
 	uint64_t failures_since_log;
-	char *buf; /* RECORD_EVENT_MAX_BYTES or a dead letter's worst case, whichever is larger */
+	char *buf; /* a dead letter's worst case */
+	size_t buf_cap;
 };
 
 static size_t dead_letter_cap(size_t payload_bytes)
@@ -29,22 +34,25 @@ static size_t dead_letter_cap(size_t payload_bytes)
 	return payload_bytes * 6 + 2048;
 }
 
-struct pipeline *pipeline_new(struct sink *sink, size_t dead_letter_payload_bytes)
+struct pipeline *pipeline_new(struct ring *rings, struct shard *const *shards, size_t shard_count,
+                              struct sink *dead_letter_sink, size_t dead_letter_payload_bytes)
 {
 	struct pipeline *pl = calloc(1, sizeof(*pl));
-	size_t cap = RECORD_EVENT_MAX_BYTES;
 
 	if (!pl)
 		return NULL;
-	if (dead_letter_cap(dead_letter_payload_bytes) > cap)
-		cap = dead_letter_cap(dead_letter_payload_bytes);
-	pl->buf = malloc(cap);
-	if (!pl->buf) {
-		free(pl);
+	pl->buf_cap = dead_letter_cap(dead_letter_payload_bytes);
+	pl->buf = malloc(pl->buf_cap);
+	pl->shards = calloc(shard_count ? shard_count : 1, sizeof(*pl->shards));
+	if (!pl->buf || !pl->shards) {
+		pipeline_free(pl);
 		return NULL;
 	}
-	pl->buf_cap = cap;
-	pl->sink = sink;
+	for (size_t i = 0; i < shard_count; i++)
+		pl->shards[i] = shards[i];
+	pl->rings = rings;
+	pl->shard_count = shard_count;
+	pl->dead_letter_sink = dead_letter_sink;
 	pl->dead_letter_payload_bytes = dead_letter_payload_bytes;
 	return pl;
 }
@@ -54,22 +62,47 @@ void pipeline_free(struct pipeline *pl)
 	if (!pl)
 		return;
 	free(pl->buf);
+	free(pl->shards);
 	free(pl);
+}
+
+size_t pipeline_shard_of(const struct event *ev, size_t shard_count)
+{
+	size_t app_len, vid_len;
+	const char *app = event_get(ev, EF_APP_ID, &app_len);
+	const char *vid = event_get(ev, EF_VISITOR_ID, &vid_len);
+	XXH3_state_t st;
+
+	if (shard_count <= 1)
+		return 0;
+	/* The same bytes as the visitor key (app_id 0x1F visitor_id), without building it. */
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, app ? app : "", app_len);
+	XXH3_64bits_update(&st, "\x1f", 1);
+	XXH3_64bits_update(&st, vid ? vid : "", vid_len);
+	return (size_t)(XXH3_64bits_digest(&st) % shard_count);
 }
 
 int pipeline_submit(struct pipeline *pl, const struct event *ev)
 {
-	char key[EVENT_ARENA_BYTES];
-	int key_len = event_visitor_key(ev, key, sizeof(key));
-	int len = record_event_json(ev, pl->buf, pl->buf_cap);
-	int rc;
+	size_t shard = pipeline_shard_of(ev, pl->shard_count);
+	struct event *slot = ring_claim(&pl->rings[shard]);
 
-	if (len < 0 || key_len < 0)
-		return -ENOSPC; /* cannot happen: both buffers hold the worst case */
-	rc = sink_write(pl->sink, SINK_EVENTS, key, (size_t)key_len, pl->buf, (size_t)len);
-	if (rc == 0)
-		metrics_add(METRIC_EVENTS_IN, 1);
-	return rc;
+	if (!slot)
+		return -EAGAIN;
+	memcpy(slot, ev, offsetof(struct event, arena) + ev->arena_used);
+	ring_publish(&pl->rings[shard]);
+	shard_wake(pl->shards[shard]);
+	metrics_add(METRIC_EVENTS_IN, 1);
+	return 0;
+}
+
+void pipeline_close(struct pipeline *pl)
+{
+	for (size_t i = 0; i < pl->shard_count; i++) {
+		ring_close_producer(&pl->rings[i]);
+		shard_wake(pl->shards[i]);
+	}
 }
 
 static void log_dead_letter_failure(struct pipeline *pl, int rc)
@@ -103,7 +136,7 @@ void pipeline_dead_letter(struct pipeline *pl, int64_t received_at_ms,
 		log_dead_letter_failure(pl, len);
 		return;
 	}
-	rc = sink_write(pl->sink, SINK_DEAD_LETTERS, NULL, 0, pl->buf, (size_t)len);
+	rc = sink_write(pl->dead_letter_sink, SINK_DEAD_LETTERS, NULL, 0, pl->buf, (size_t)len);
 	if (rc < 0)
 		log_dead_letter_failure(pl, rc);
 }

@@ -338,3 +338,67 @@ int record_dead_letter_json(int64_t received_at_ms, const char *reason, const ch
 	out_char(&o, '}');
 	return out_finish(&o);
 }
+
+/* A session string, written only when present. */
+static void out_session_field(struct json_out *o, const struct session *s, enum session_field f,
+                              const char *key)
+{
+	size_t len;
+	const char *v = session_get(s, f, &len);
+
+	if (v)
+		out_key_string(o, key, v, len);
+}
+
+static void out_key_u64(struct json_out *o, const char *key, uint64_t v)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%" PRIu64, v);
+	out_key(o, key);
+	out_cstr(o, num);
+}
+
+int record_touchpoint_json(const struct session *s, enum session_end_reason reason,
+                           const char *channel, char *buf, size_t cap)
+{
+	struct json_out o = {.buf = buf, .cap = cap, .first = true};
+	char num[40];
+
+	out_char(&o, '{');
+	out_key_string(&o, "session_id", s->id, strlen(s->id));
+	out_session_field(&o, s, SF_APP_ID, "app_id");
+	out_session_field(&o, s, SF_VISITOR_ID, "visitor_id");
+	out_session_field(&o, s, SF_USER_ID, "user_id");
+	out_key_u64(&o, "session_index", s->index);
+	out_key_time(&o, "started_at", s->started_at_ms);
+	out_key_time(&o, "ended_at", s->last_seen_ms);
+	out_key_u64(&o, "duration_ms", (uint64_t)(s->last_seen_ms - s->started_at_ms));
+	out_key_string(&o, "end_reason", session_end_reason_name(reason),
+	               strlen(session_end_reason_name(reason)));
+	out_key_u64(&o, "events", s->events);
+	out_key_u64(&o, "page_views", s->page_views);
+	out_key_u64(&o, "conversions", s->conversions);
+	if (s->has_revenue && isfinite(s->revenue)) {
+		format_double(s->revenue, num);
+		out_key(&o, "revenue");
+		out_cstr(&o, num);
+	}
+	if (s->currency[0])
+		out_key_string(&o, "currency", s->currency, strlen(s->currency));
+	out_session_field(&o, s, SF_LANDING_URL, "landing_url");
+	out_session_field(&o, s, SF_EXIT_URL, "exit_url");
+	out_session_field(&o, s, SF_REFERRER, "referrer");
+	out_session_field(&o, s, SF_REFERRER_HOST, "referrer_host");
+	out_session_field(&o, s, SF_SOURCE, "source");
+	out_session_field(&o, s, SF_MEDIUM, "medium");
+	out_session_field(&o, s, SF_CAMPAIGN, "campaign");
+	out_session_field(&o, s, SF_TERM, "term");
+	out_session_field(&o, s, SF_CONTENT, "content");
+	out_session_field(&o, s, SF_CLICK_ID_TYPE, "click_id_type");
+	out_session_field(&o, s, SF_CLICK_ID, "click_id");
+	if (channel && channel[0])
+		out_key_string(&o, "channel", channel, strlen(channel));
+	out_char(&o, '}');
+	return out_finish(&o);
+}

@@ -1,9 +1,11 @@
 /*
  * sink_file.c - the file sink: NDJSON files, optionally zstd-compressed (see sink.h).
  *
- * One file set per stream in opt->dir: `<stream>-<YYYYmmddTHHMMSSZ>-<seq>.ndjson[.zst]`,
- * the time being the UTC wall clock when the file was opened and seq a per-stream counter
- * of this process (so names sort in write order). Each record is one line. While a file is
+ * One file set per stream in opt->dir: `<stream>-<YYYYmmddTHHMMSSZ>-[<tag>-]<seq>.ndjson[.zst]`,
+ * the time being the UTC wall clock when the file was opened, tag the instance's name_tag
+ * (each thread that writes has its own instance: "s0" a shard, "i1" an ingest thread, so
+ * two instances never race for a name) and seq a per-stream counter of the instance (so
+ * names sort in write order). Each record is one line. While a file is
  * being written it is named `<final name>.open`; it gets its final name only once it is
  * complete (every byte written, the zstd frame ended, the file and the directory fsynced).
  * So a shipper may pick up `*.ndjson` and `*.ndjson.zst` at any time and never sees half a
@@ -38,6 +40,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -89,7 +92,10 @@ struct sink_file {
 	uint64_t rotate_bytes; /* 0: no rotation by size */
 	int64_t rotate_age_ms; /* 0: no rotation by age */
 	int64_t now_ms;        /* last clock given to poll */
-	bool disk_failing;     /* the last disk operation failed (ready() is false) */
+	char tag[24];          /* "<name_tag>-" or "" */
+	/* The last disk operation failed (ready() is false). Atomic: ready() is asked from
+	 * the main thread while the owning thread writes. */
+	_Atomic bool disk_failing;
 	struct file_rate_limit fail_log;
 	struct file_stream streams[SINK_STREAM_COUNT];
 };
@@ -216,8 +222,8 @@ static int stream_open(struct sink_file *s, struct file_stream *fs)
 	for (int attempt = 0; attempt < 1000; attempt++) {
 		int fd;
 
-		snprintf(fs->name, sizeof(fs->name), "%s-%s-%06u%s", sink_stream_name(fs->stream),
-		         stamp, fs->seq++, file_suffix(s));
+		snprintf(fs->name, sizeof(fs->name), "%s-%s-%s%06u%s", sink_stream_name(fs->stream),
+		         stamp, s->tag, fs->seq++, file_suffix(s));
 		snprintf(tmp, sizeof(tmp), "%s%s", fs->name, FILE_OPEN_SUFFIX);
 		if (faccessat(s->dir_fd, fs->name, F_OK, 0) == 0)
 			continue;
@@ -507,6 +513,8 @@ struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_
 	s->rotate_bytes = opt->rotate_bytes;
 	s->rotate_age_ms = opt->rotate_age_ms > 0 ? opt->rotate_age_ms : 0;
 	s->now_ms = FILE_TIME_UNKNOWN;
+	if (opt->name_tag && opt->name_tag[0])
+		snprintf(s->tag, sizeof(s->tag), "%.*s-", (int)sizeof(s->tag) - 2, opt->name_tag);
 	for (int i = 0; i < SINK_STREAM_COUNT; i++) {
 		s->streams[i].stream = (enum sink_stream)i;
 		s->streams[i].fd = -1;

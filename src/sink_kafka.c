@@ -14,9 +14,11 @@
  * write answers -EAGAIN and the caller retries or answers 503. Records still queued when
  * the sink is freed are purged, and so reported failed, never dropped silently.
  *
- * Threads: write, poll, flush and free come from one thread at a time (sink.h); the
+ * Threads: write may be called from several threads at once (the shards and the ingest
+ * threads share one producer: rd_kafka_producev is thread-safe, and so is our failure
+ * log's rate limit). poll, flush, ready and free come from the main thread only; the
  * delivery, error and statistics callbacks run inside rd_kafka_poll/rd_kafka_flush on that
- * same thread, so the sink's own fields need no locks.
+ * thread, so the fields they touch need no locks.
  *
  * Readiness: false after a fatal error (idempotent producer; permanent), and while all
  * brokers are down: set by librdkafka's ALL_BROKERS_DOWN error, cleared by a delivered
@@ -30,6 +32,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,9 +45,10 @@
 /* How long free waits for the reports of purged messages. */
 #define KAFKA_PURGE_WAIT_MS 1000
 
+/* Atomic: write (and so its failure log) is called from several threads at once. */
 struct kafka_rate_limit {
-	int64_t next_ms;     /* monotonic ms before which lines are suppressed */
-	uint64_t suppressed; /* events not logged since the last line */
+	_Atomic int64_t next_ms;     /* monotonic ms before which lines are suppressed */
+	_Atomic uint64_t suppressed; /* events not logged since the last line */
 };
 
 struct sink_kafka {
@@ -70,14 +74,16 @@ static int64_t monotonic_ms(void)
 static bool rate_limit_pass(struct kafka_rate_limit *rl, uint64_t *suppressed)
 {
 	int64_t now = monotonic_ms();
+	int64_t next = atomic_load_explicit(&rl->next_ms, memory_order_relaxed);
 
-	if (now < rl->next_ms) {
-		rl->suppressed++;
+	/* One thread wins the interval; the others count themselves as suppressed. */
+	if (now < next || !atomic_compare_exchange_strong_explicit(
+	                      &rl->next_ms, &next, now + KAFKA_LOG_INTERVAL_MS,
+	                      memory_order_relaxed, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&rl->suppressed, 1, memory_order_relaxed);
 		return false;
 	}
-	*suppressed = rl->suppressed;
-	rl->suppressed = 0;
-	rl->next_ms = now + KAFKA_LOG_INTERVAL_MS;
+	*suppressed = atomic_exchange_explicit(&rl->suppressed, 0, memory_order_relaxed);
 	return true;
 }
 

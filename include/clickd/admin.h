@@ -12,15 +12,16 @@
 
 /* Read by the handler; written by the daemon on the same loop. */
 struct admin_state {
-	bool started;  /* every listener bound and the sink open */
-	bool draining; /* TERM/INT received */
-	struct sink *sink;
-	char *metrics_buf; /* owned: ADMIN_METRICS_BYTES */
+	bool started;              /* every listener bound and the sink open */
+	bool draining;             /* TERM/INT received */
+	struct sink *const *sinks; /* borrowed, NULL-terminated: /readyz asks each */
+	char *metrics_buf;         /* owned: ADMIN_METRICS_BYTES */
 };
 
 #define ADMIN_METRICS_BYTES (256 * 1024)
 
-int admin_init(struct admin_state *st, struct sink *sink);
+/* sinks may be NULL (set st->sinks later, before the listener serves). */
+int admin_init(struct admin_state *st, struct sink *const *sinks);
 void admin_close(struct admin_state *st);
 
 /* http_handler_fn for the admin listener; ud is the struct admin_state. */

@@ -71,6 +71,17 @@ struct config {
 
 	int64_t shutdown_drain_timeout_ms;
 
+	int64_t pipeline_ingest_threads; /* 0: derived from the cores (config_threads) */
+	int64_t pipeline_shards;
+	int64_t pipeline_ring_slots;
+	int64_t dedup_window_s;
+	int64_t dedup_max_entries;
+	int64_t session_timeout_s;
+	int64_t session_max_duration_s;
+	int64_t session_max_visitors;
+	int64_t session_max_url_bytes;
+	char channel_sources_dir[CONFIG_STR_MAX];
+
 	/* [kafka.producer]: handed to librdkafka as they are. Owned by the struct. */
 	size_t producer_count;
 	char *producer_keys[CONFIG_MAX_PRODUCER_PROPS];
@@ -90,6 +101,10 @@ struct config {
 int config_load(struct config *cfg, const char *path, char *const *sets, size_t nsets, char *err,
                 size_t errlen);
 void config_close(struct config *cfg);
+
+/* pipeline.ingest_threads and pipeline.shards, with 0 resolved from the CPU count. */
+size_t config_ingest_threads(const struct config *cfg);
+size_t config_shards(const struct config *cfg);
 
 /* Prints the effective config as INI (what --check-config shows). */
 void config_print(const struct config *cfg, FILE *out);

@@ -29,7 +29,33 @@
 	X(UDP_TRUNCATED, "clickd_udp_truncated_total",                                             \
 	  "UDP datagrams longer than udp.max_datagram_bytes, dead-lettered.")                      \
 	X(BACKPRESSURE_503, "clickd_backpressure_total",                                           \
-	  "Beacons refused with 503 because a sink queue was full.")
+	  "Beacons refused with 503 because a ring to a shard (or a sink queue) was full.")        \
+	X(DUPLICATES, "clickd_duplicates_total",                                                   \
+	  "Events dropped as duplicates: same app_id and eid (or same payload without eid) "       \
+	  "within dedup.window_s.")                                                                \
+	X(DEDUP_EVICTED, "clickd_dedup_evicted_total",                                             \
+	  "Fingerprints forgotten before dedup.window_s passed because dedup.max_entries was "     \
+	  "reached: a duplicate arriving later than that is not caught.")                          \
+	X(SESSIONS_STARTED, "clickd_sessions_started_total", "Sessions opened.")                   \
+	X(EVENTS_WITHOUT_SESSION, "clickd_events_without_session_total",                           \
+	  "Events written without a session: no visitor ID (GPC/DNT without vid, UDP without "     \
+	  "vid).")                                                                                 \
+	X(REVENUE_OTHER_CURRENCY, "clickd_revenue_other_currency_total",                           \
+	  "Conversions whose revenue was not added to their session's: another currency than the " \
+	  "session's first.")                                                                      \
+	X(SHARD_SINK_FULL, "clickd_shard_sink_full_total",                                         \
+	  "Records a shard had to hold back because the sink answered 'full'; it stops taking "    \
+	  "events until they are written (back-pressure to ingest).")
+
+/* Gauges: id, Prometheus name, help. Any thread adds deltas. */
+#define METRICS_GAUGES(X)                                                                          \
+	X(SESSIONS_OPEN, "clickd_sessions_open", "Sessions open now, over all shards.")            \
+	X(VISITORS, "clickd_visitors_remembered",                                                  \
+	  "Visitors remembered for session_index (bounded by session.max_visitors).")              \
+	X(DEDUP_ENTRIES, "clickd_dedup_entries",                                                   \
+	  "Event fingerprints held for deduplication (bounded by dedup.max_entries per shard).")   \
+	X(RING_EVENTS, "clickd_ring_events",                                                       \
+	  "Events waiting in the rings between ingest threads and shards.")
 
 enum metrics_counter {
 #define METRICS_COUNTER_ENUM(id, name, help) METRIC_##id,
@@ -37,6 +63,17 @@ enum metrics_counter {
 #undef METRICS_COUNTER_ENUM
 	    METRIC__COUNT
 };
+
+enum metrics_gauge {
+#define METRICS_GAUGE_ENUM(id, name, help) GAUGE_##id,
+	METRICS_GAUGES(METRICS_GAUGE_ENUM)
+#undef METRICS_GAUGE_ENUM
+	    GAUGE__COUNT
+};
+
+/* Session end reasons (clickd_sessions_ended_total{reason}); the order of
+ * enum session_end_reason. */
+#define METRICS_SESSION_END_REASONS 5
 
 /* Dead letters are counted per reason class; the record itself carries the full reason. */
 #define METRICS_DEAD_LETTER_REASONS(X)                                                             \
@@ -56,6 +93,11 @@ enum metrics_sink_kind { METRICS_SINK_FILE = 0, METRICS_SINK_KAFKA, METRICS_SINK
 
 void metrics_add(enum metrics_counter c, uint64_t n);
 uint64_t metrics_get(enum metrics_counter c);
+void metrics_gauge_add(enum metrics_gauge g, int64_t delta);
+void metrics_gauge_set(enum metrics_gauge g, int64_t value);
+int64_t metrics_gauge_get(enum metrics_gauge g);
+/* clickd_sessions_ended_total{reason}: reason is an enum session_end_reason. */
+void metrics_session_ended(int reason, uint64_t n);
 
 /* clickd_http_requests_total{status="..."}: responses by status code. */
 void metrics_http_status(int status);

@@ -9,6 +9,7 @@
 #define CLICKD_RECORD_H
 
 #include "clickd/event.h"
+#include "clickd/session.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,14 @@ int record_event_json(const struct event *ev, char *buf, size_t cap);
 int record_dead_letter_json(int64_t received_at_ms, const char *reason, const char *protocol,
                             const char *peer, const char *payload, size_t payload_len,
                             size_t max_payload, char *buf, size_t cap);
+
+/* Writes the touchpoint record of a closed session (CONTRACTS.md "Touchpoint"),
+ * NUL-terminated like record_event_json: ended_at is the time of the session's last event,
+ * duration_ms the span from its first; channel is the session's channel name. Absent
+ * strings, revenue without conversions that carried one, and an empty currency are
+ * omitted. Returns the length without the NUL, or -ENOSPC. */
+int record_touchpoint_json(const struct session *s, enum session_end_reason reason,
+                           const char *channel, char *buf, size_t cap);
 
 /* Formats ms since the epoch as "2026-11-23T09:31:26.123Z" (24 chars + NUL), UTC; times
  * before 1970 are fine, and times outside years 0000..9999 are clamped to them. */

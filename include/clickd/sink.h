@@ -5,7 +5,8 @@
  * backend never blocks in write or poll. write answers 0 (taken), -EAGAIN (full: try
  * again later, answer the client 503) or another negative code (fatal for that record,
  * which the backend has already counted and logged). flush may block up to its timeout
- * and is for shutdown only. A sink is used from one thread at a time.
+ * and is for shutdown only. A sink is used from one thread at a time, except where a
+ * backend says otherwise (Kafka: write from any number of threads).
  */
 #ifndef CLICKD_SINK_H
 #define CLICKD_SINK_H
@@ -46,7 +47,7 @@ static inline int sink_write(struct sink *s, enum sink_stream stream, const char
 	return s->ops->write(s, stream, key, key_len, record, record_len);
 }
 
-/* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-<seq>.ndjson[.zst] ----
+/* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-[<tag>-]<seq>.ndjson[.zst] ----
  *
  * A file being written is named `<final name>.open`; it is renamed to its final name only
  * when complete (zstd frame ended, file and directory fsynced): at rotation (by size before
@@ -66,6 +67,7 @@ struct sink_file_options {
 	int zstd_level;        /* sink.file.zstd_level */
 	uint64_t rotate_bytes; /* sink.file.rotate_bytes: uncompressed bytes per file */
 	int64_t rotate_age_ms; /* sink.file.rotate_s * 1000 */
+	const char *name_tag;  /* in every file name, to tell instances apart; NULL: none */
 };
 struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_t errlen);
 

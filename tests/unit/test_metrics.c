@@ -1,5 +1,6 @@
 /* Unit tests for src/metrics.c: counting and the Prometheus text rendering. */
 #include "clickd/metrics.h"
+#include "clickd/session.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -53,4 +54,28 @@ Test(metrics, a_small_buffer_is_refused_not_overrun)
 {
 	char small[64];
 	cr_assert_eq(metrics_render(small, sizeof(small)), -ENOSPC);
+}
+
+Test(metrics, gauges_move_both_ways_and_render_as_gauges)
+{
+	metrics_gauge_add(GAUGE_SESSIONS_OPEN, 5);
+	metrics_gauge_add(GAUGE_SESSIONS_OPEN, -2);
+	cr_assert_eq(metrics_gauge_get(GAUGE_SESSIONS_OPEN), 3);
+	metrics_render(buf, sizeof(buf));
+	cr_assert(strstr(buf, "# TYPE clickd_sessions_open gauge") != NULL);
+	cr_assert_eq(value_of("\nclickd_sessions_open"), 3);
+}
+
+Test(metrics, session_ends_are_labelled_like_the_touchpoint_end_reason)
+{
+	for (int r = 0; r < SESSION_END__COUNT; r++)
+		metrics_session_ended(r, (uint64_t)r + 1);
+	metrics_render(buf, sizeof(buf));
+	for (int r = 0; r < SESSION_END__COUNT; r++) {
+		char series[128];
+		snprintf(series, sizeof(series), "clickd_sessions_ended_total{reason=\"%s\"}",
+		         session_end_reason_name((enum session_end_reason)r));
+		cr_assert_eq(value_of(series), (unsigned long long)r + 1, "%s", series);
+	}
+	cr_assert_eq(SESSION_END__COUNT, METRICS_SESSION_END_REASONS);
 }

@@ -1,42 +1,46 @@
-/* Unit tests for src/pipeline.c (foundation form) with a recording sink. */
+/*
+ * test_pipeline.c - the ingest side of the pipeline: routing by visitor key into the
+ * shards' rings, back-pressure when a ring is full, closing, and dead letters.
+ */
 #include "clickd/pipeline.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
-struct fake_sink {
-	struct sink base;
-	int answer; /* what write returns */
-	int writes[SINK_STREAM_COUNT];
-	char last_key[256];
-	size_t last_key_len;
-	char last_record[65536];
-	size_t last_record_len;
-};
+#include "fake_sink.h"
 
-static int fake_write(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
-                      const char *record, size_t record_len)
-{
-	struct fake_sink *f = (struct fake_sink *)s;
-	if (f->answer)
-		return f->answer;
-	f->writes[stream]++;
-	memcpy(f->last_key, key ? key : "", key_len);
-	f->last_key_len = key_len;
-	memcpy(f->last_record, record, record_len);
-	f->last_record_len = record_len;
-	return 0;
-}
+#define SHARDS 4
 
-static const struct sink_ops fake_ops = {.name = "fake", .write = fake_write};
-static struct fake_sink sink = {.base = {.ops = &fake_ops}};
+static struct fake_sink sink;
+static struct ring rings[SHARDS];
+static struct shard *shards[SHARDS];
 static struct event ev;
 
 static void setup(void)
 {
-	memset(&sink, 0, sizeof(sink));
-	sink.base.ops = &fake_ops;
+	char err[256];
+
+	fake_sink_reset(&sink);
+	for (int i = 0; i < SHARDS; i++) {
+		struct ring *in = &rings[i];
+		struct shard_options o = {
+		    .index = (unsigned)i,
+		    .inputs = &in,
+		    .input_count = 1,
+		    .sink = &sink.base,
+		    .dedup_max_entries = 100,
+		    .dedup_window_ms = 1000,
+		    .session = {.timeout_ms = 1000,
+		                .max_duration_ms = 10000,
+		                .max_visitors = 100,
+		                .max_url_bytes = 256},
+		};
+		cr_assert_eq(ring_init(&rings[i], 8, sizeof(struct event)), 0);
+		shards[i] = shard_new(&o, err, sizeof(err));
+		cr_assert_not_null(shards[i], "%s", err);
+	}
 	event_init(&ev);
 	event_set(&ev, EF_EVENT_ID, "e1", 2);
 	event_set(&ev, EF_APP_ID, "shop", 4);
@@ -44,44 +48,91 @@ static void setup(void)
 	ev.received_at_ms = 1700000000000;
 }
 
-TestSuite(pipeline, .init = setup);
-
-Test(pipeline, an_event_goes_to_the_events_stream_keyed_by_visitor)
+static void teardown(void)
 {
-	struct pipeline *pl = pipeline_new(&sink.base, 1024);
+	for (int i = 0; i < SHARDS; i++) {
+		shard_free(shards[i]);
+		ring_close(&rings[i]);
+	}
+	fake_sink_reset(&sink);
+}
+
+TestSuite(pipeline, .init = setup, .fini = teardown);
+
+Test(pipeline, an_event_goes_whole_to_the_ring_of_its_visitors_shard)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
 	uint64_t before = metrics_get(METRIC_EVENTS_IN);
+	size_t shard = pipeline_shard_of(&ev, SHARDS);
+	const struct event *got;
+	size_t len;
+
 	cr_assert_eq(pipeline_submit(pl, &ev), 0);
-	cr_assert_eq(sink.writes[SINK_EVENTS], 1);
-	cr_assert_eq(sink.last_key_len, 7);
-	cr_assert(memcmp(sink.last_key, "shop\x1fv9", 7) == 0);
-	sink.last_record[sink.last_record_len] = '\0';
-	cr_assert(strstr(sink.last_record, "\"event_id\":\"e1\"") != NULL, "%s", sink.last_record);
 	cr_assert_eq(metrics_get(METRIC_EVENTS_IN), before + 1);
+	for (size_t i = 0; i < SHARDS; i++)
+		cr_assert_eq(ring_peek(&rings[i], 10), i == shard ? 1u : 0u);
+	got = ring_slot_read(&rings[shard], 0);
+	cr_assert_eq(got->received_at_ms, ev.received_at_ms);
+	cr_assert_eq(memcmp(event_get(got, EF_VISITOR_ID, &len), "v9", 2), 0);
+	cr_assert_eq(memcmp(event_get(got, EF_EVENT_ID, &len), "e1", 2), 0);
 	pipeline_free(pl);
 }
 
-Test(pipeline, a_full_sink_is_passed_back_as_try_again_and_not_counted)
+Test(pipeline, one_visitor_always_lands_on_one_shard_and_visitors_spread)
 {
-	struct pipeline *pl = pipeline_new(&sink.base, 1024);
+	size_t seen[SHARDS] = {0};
+	char vid[32];
+
+	for (int i = 0; i < 1000; i++) {
+		int n = snprintf(vid, sizeof(vid), "visitor-%d", i);
+		size_t a, b;
+		event_set(&ev, EF_VISITOR_ID, vid, (size_t)n);
+		a = pipeline_shard_of(&ev, SHARDS);
+		b = pipeline_shard_of(&ev, SHARDS);
+		cr_assert_eq(a, b);
+		seen[a]++;
+	}
+	for (int s = 0; s < SHARDS; s++)
+		cr_assert_gt(seen[s], 150, "shard %d got %zu of 1000 visitors", s, seen[s]);
+	cr_assert_eq(pipeline_shard_of(&ev, 1), 0);
+}
+
+Test(pipeline, a_full_ring_is_passed_back_as_try_again_and_not_counted)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
 	uint64_t before = metrics_get(METRIC_EVENTS_IN);
-	sink.answer = -EAGAIN;
+
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(pipeline_submit(pl, &ev), 0);
 	cr_assert_eq(pipeline_submit(pl, &ev), -EAGAIN);
-	cr_assert_eq(metrics_get(METRIC_EVENTS_IN), before);
+	cr_assert_eq(metrics_get(METRIC_EVENTS_IN), before + 8);
+	pipeline_free(pl);
+}
+
+Test(pipeline, closing_closes_every_ring_after_its_events)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
+
+	cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	pipeline_close(pl);
+	for (int i = 0; i < SHARDS; i++)
+		cr_assert(ring_producer_closed(&rings[i]));
+	cr_assert_eq(ring_peek(&rings[pipeline_shard_of(&ev, SHARDS)], 10), 1);
 	pipeline_free(pl);
 }
 
 Test(pipeline, a_dead_letter_carries_its_reason_and_a_bounded_payload)
 {
-	struct pipeline *pl = pipeline_new(&sink.base, 64);
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 64);
 	char payload[1000];
+
 	memset(payload, 'x', sizeof(payload));
 	pipeline_dead_letter(pl, 1700000000000, METRICS_DL_MALFORMED, "field e: unknown", "native",
 	                     "127.0.0.1", payload, sizeof(payload));
-	cr_assert_eq(sink.writes[SINK_DEAD_LETTERS], 1);
-	cr_assert_eq(sink.last_key_len, 0);
-	sink.last_record[sink.last_record_len] = '\0';
-	cr_assert(strstr(sink.last_record, "field e: unknown") != NULL);
-	cr_assert(sink.last_record_len < 400, "payload not cut: %zu", sink.last_record_len);
+	cr_assert_eq(sink.count[SINK_DEAD_LETTERS], 1);
+	cr_assert_eq(sink.records[SINK_DEAD_LETTERS][0].key_len, 0);
+	cr_assert(strstr(sink.records[SINK_DEAD_LETTERS][0].text, "field e: unknown") != NULL);
+	cr_assert(strlen(sink.records[SINK_DEAD_LETTERS][0].text) < 400, "payload not cut");
 	pipeline_free(pl);
 }
 

@@ -1,0 +1,79 @@
+/*
+ * shard.h - a shard worker: the thread that owns a share of the visitors.
+ *
+ * Each shard reads the rings its ingest threads fill (one ring per ingest thread), and for
+ * each event, in order: drops duplicates (dedup.h), classifies the channel (channel.h),
+ * files it into its visitor's session (session.h), and writes the event record; closed
+ * sessions become touchpoint records. Sessions also close on the shard's own tick (the
+ * timer wheel), without waiting for events. All of that state is the shard's alone: no
+ * lock anywhere.
+ *
+ * Sink: the shard writes to `sink` (borrowed). With sink_owned it is the shard's own
+ * (a file sink: polled and flushed by the shard thread); otherwise it is shared and
+ * thread-safe for writes (Kafka), polled and flushed by the main thread. A sink that
+ * answers "full" (-EAGAIN) makes the shard hold the record and stop taking events until
+ * the sink takes it again: the rings fill and ingest answers 503. Nothing accepted is
+ * dropped.
+ *
+ * Waking: the shard sleeps on a futex when its rings are empty, for at most one tick;
+ * producers call shard_wake after publishing, which costs a fence and a load unless the
+ * shard is asleep (then one futex wake).
+ *
+ * Stop: once every input ring is closed by its producer and empty, the shard closes its
+ * open sessions (end_reason shutdown), writes what it holds, flushes an owned sink, and
+ * its thread ends (calling `done`).
+ */
+#ifndef CLICKD_SHARD_H
+#define CLICKD_SHARD_H
+
+#include "clickd/channel.h"
+#include "clickd/ring.h"
+#include "clickd/session.h"
+#include "clickd/sink.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* How often a shard ticks (session expiry, dedup expiry, stats, an owned sink's poll). */
+#define SHARD_TICK_MS SESSION_TICK_MS
+
+struct shard_options {
+	unsigned index;
+	struct ring *const *inputs; /* borrowed: input_count rings of struct event slots */
+	size_t input_count;
+	struct sink *sink;                    /* borrowed */
+	bool sink_owned;                      /* poll and flush it from the shard thread */
+	const struct channel_lists *channels; /* borrowed; NULL: no source lists */
+	size_t dedup_max_entries;
+	int64_t dedup_window_ms;
+	struct session_options session;
+	int64_t stop_timeout_ms; /* at stop, how long held records may wait for the sink */
+};
+
+struct shard;
+
+/* NULL with a reason in err when out of memory or an option is out of range. */
+struct shard *shard_new(const struct shard_options *opt, char *err, size_t errlen);
+/* After shard_join (or when never started). */
+void shard_free(struct shard *sh);
+
+/* Starts the thread; done(arg) is called from it as its last act. Returns 0 or -errno. */
+int shard_start(struct shard *sh, void (*done)(void *arg), void *arg);
+/* Called by a producer after it published to (or closed) one of the shard's rings. */
+void shard_wake(struct shard *sh);
+/* Waits for the thread to end (after every input ring was closed). */
+void shard_join(struct shard *sh);
+
+/* The work itself, for the thread and for tests that drive a shard without one. */
+/* Takes what the rings hold (unless records are held back); returns how many events. */
+size_t shard_drain(struct shard *sh);
+/* Session and dedup expiry at now_ms, retry of held records, stats, owned sink's poll. */
+void shard_tick(struct shard *sh, int64_t now_ms);
+/* Closes every open session as `shutdown` and flushes (the end of the thread). Returns 0,
+ * or -ETIMEDOUT when held records could not be written within stop_timeout_ms. */
+int shard_finish(struct shard *sh);
+/* True once every input ring is closed and empty. */
+bool shard_inputs_done(struct shard *sh);
+
+#endif

@@ -1,0 +1,429 @@
+/*
+ * shard.c - the shard worker thread (see shard.h).
+ *
+ * Loop: drain the input rings in batches (processing each event in its ring slot, which
+ * the shard owns until it releases it), tick every SHARD_TICK_MS, sleep on a futex when
+ * there is nothing to do. The sleep/wake handshake is Dekker's: the shard stores
+ * `sleeping = 1`, fences, and looks at the rings once more before it waits; a producer
+ * publishes (a release store of the ring's tail), fences, and looks at `sleeping`. With a
+ * seq_cst fence on both sides at least one of them sees the other's store, so a wake-up is
+ * never lost; the futex wait itself re-checks `sleeping` atomically.
+ *
+ * Held records: when the sink answers -EAGAIN the record is copied into `held` (in order)
+ * and the shard stops draining rings until `held` is written out again, retrying every
+ * HELD_RETRY_MS. While records are held the session wheel does not advance either, so a
+ * long sink outage cannot pile up touchpoints in memory; sessions expire once it is over.
+ * Bounded: draining stops with at most one batch's records held, plus one tick's worth of
+ * touchpoints.
+ */
+#include "clickd/shard.h"
+
+#include "clickd/dedup.h"
+#include "clickd/log.h"
+#include "clickd/metrics.h"
+#include "clickd/record.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SHARD_BATCH   64 /* events taken from one ring before looking at the next */
+#define HELD_RETRY_MS 10
+#define KEY_MAX_BYTES (2 * EVENT_ARENA_BYTES + 1)
+
+struct held_header {
+	uint32_t stream;
+	uint32_t key_len;
+	uint32_t record_len;
+};
+
+struct shard {
+	struct shard_options opt;
+	struct ring **inputs; /* owned array of borrowed rings */
+	struct dedup *dedup;
+	struct session_table *sessions;
+
+	char *record; /* owned: RECORD_EVENT_MAX_BYTES */
+	char *key;    /* owned: KEY_MAX_BYTES */
+
+	char *held; /* owned: records the sink refused with "full", in order */
+	size_t held_len, held_cap, held_count;
+	int64_t next_retry_ms;
+
+	/* What was last added to the process-wide metrics (they get deltas). */
+	struct dedup_stats dedup_published;
+	struct session_stats session_published;
+
+	pthread_t thread;
+	bool started;
+	_Atomic uint32_t sleeping; /* the futex word */
+	void (*done)(void *arg);
+	void *done_arg;
+};
+
+static int64_t wall_clock_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- writing records ---- */
+
+static int hold(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
+                const char *rec, size_t rec_len)
+{
+	struct held_header h = {(uint32_t)stream, (uint32_t)key_len, (uint32_t)rec_len};
+	size_t need = sh->held_len + sizeof(h) + key_len + rec_len;
+
+	if (need > sh->held_cap) {
+		size_t cap = sh->held_cap ? sh->held_cap : 65536;
+		char *p;
+		while (cap < need)
+			cap *= 2;
+		p = realloc(sh->held, cap);
+		if (!p)
+			return -ENOMEM;
+		sh->held = p;
+		sh->held_cap = cap;
+	}
+	memcpy(sh->held + sh->held_len, &h, sizeof(h));
+	memcpy(sh->held + sh->held_len + sizeof(h), key, key_len);
+	memcpy(sh->held + sh->held_len + sizeof(h) + key_len, rec, rec_len);
+	sh->held_len = need;
+	sh->held_count++;
+	metrics_add(METRIC_SHARD_SINK_FULL, 1);
+	return 0;
+}
+
+static void emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
+                 const char *rec, size_t rec_len)
+{
+	int rc;
+
+	if (sh->held_count == 0) {
+		rc = sink_write(sh->opt.sink, stream, key, key_len, rec, rec_len);
+		if (rc != -EAGAIN)
+			return; /* taken, or a failure the sink has counted and logged */
+	}
+	if (hold(sh, stream, key, key_len, rec, rec_len) < 0) {
+		metrics_sink_failed(strcmp(sh->opt.sink->ops->name, "kafka") == 0
+		                        ? METRICS_SINK_KAFKA
+		                        : METRICS_SINK_FILE,
+		                    stream, 1);
+		log_error("shard",
+		          "msg=\"out of memory holding a record for a full sink\" shard=%u",
+		          sh->opt.index);
+	}
+}
+
+/* Writes held records in order until the sink is full again. True when none are left. */
+static bool retry_held(struct shard *sh)
+{
+	size_t off = 0;
+
+	while (off < sh->held_len) {
+		struct held_header h;
+		const char *key, *rec;
+
+		memcpy(&h, sh->held + off, sizeof(h));
+		key = sh->held + off + sizeof(h);
+		rec = key + h.key_len;
+		if (sink_write(sh->opt.sink, (enum sink_stream)h.stream, key, h.key_len, rec,
+		               h.record_len) == -EAGAIN)
+			break;
+		off += sizeof(h) + h.key_len + h.record_len;
+		sh->held_count--;
+	}
+	memmove(sh->held, sh->held + off, sh->held_len - off);
+	sh->held_len -= off;
+	return sh->held_count == 0;
+}
+
+/* ---- events and sessions ---- */
+
+static void on_session_closed(void *ud, const struct session *s, enum session_end_reason reason)
+{
+	struct shard *sh = ud;
+	size_t app_len, vid_len;
+	const char *app = session_get(s, SF_APP_ID, &app_len);
+	const char *vid = session_get(s, SF_VISITOR_ID, &vid_len);
+	int len = record_touchpoint_json(s, reason, channel_name((enum channel)s->channel),
+	                                 sh->record, RECORD_EVENT_MAX_BYTES);
+
+	if (len < 0)
+		return; /* cannot happen: a session's strings are bounded far below the buffer */
+	if (app_len)
+		memcpy(sh->key, app, app_len);
+	sh->key[app_len] = '\x1f';
+	if (vid_len)
+		memcpy(sh->key + app_len + 1, vid, vid_len);
+	emit(sh, SINK_TOUCHPOINTS, sh->key, app_len + 1 + vid_len, sh->record, (size_t)len);
+}
+
+static void handle_event(struct shard *sh, struct event *ev)
+{
+	size_t source_len, medium_len, campaign_len;
+	const char *source, *medium, *campaign, *name;
+	const struct session *s;
+	enum channel ch;
+	int key_len, len;
+
+	if (dedup_seen(sh->dedup, dedup_fingerprint(ev), ev->received_at_ms))
+		return;
+	source = event_get(ev, EF_SOURCE, &source_len);
+	medium = event_get(ev, EF_MEDIUM, &medium_len);
+	campaign = event_get(ev, EF_CAMPAIGN, &campaign_len);
+	ch = channel_classify(sh->opt.channels, source, source_len, medium, medium_len, campaign,
+	                      campaign_len);
+	name = channel_name(ch);
+	/* The arena keeps EVENT_ARENA_RESERVE bytes for these two: they always fit. */
+	event_set(ev, EF_CHANNEL, name, strlen(name));
+	s = session_track(sh->sessions, ev, (int)ch);
+	if (s) {
+		event_set(ev, EF_SESSION_ID, s->id, SESSION_ID_CHARS);
+		ev->session_index = s->index;
+	}
+	key_len = event_visitor_key(ev, sh->key, KEY_MAX_BYTES);
+	len = record_event_json(ev, sh->record, RECORD_EVENT_MAX_BYTES);
+	if (key_len < 0 || len < 0)
+		return; /* cannot happen: both buffers hold the worst case */
+	emit(sh, SINK_EVENTS, sh->key, (size_t)key_len, sh->record, (size_t)len);
+}
+
+size_t shard_drain(struct shard *sh)
+{
+	size_t total = 0;
+
+	if (sh->held_count > 0)
+		return 0;
+	for (size_t r = 0; r < sh->opt.input_count; r++) {
+		struct ring *ring = sh->inputs[r];
+		size_t n = ring_peek(ring, SHARD_BATCH);
+
+		for (size_t i = 0; i < n; i++)
+			handle_event(sh, ring_slot_read(ring, i));
+		if (n)
+			ring_release(ring, n);
+		total += n;
+	}
+	return total;
+}
+
+bool shard_inputs_done(struct shard *sh)
+{
+	for (size_t r = 0; r < sh->opt.input_count; r++) {
+		/* Closed first, then empty: nothing published before the close is missed. */
+		if (!ring_producer_closed(sh->inputs[r]) || ring_peek(sh->inputs[r], 1) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Adds what changed since the last call to the process-wide metrics. */
+static void publish_stats(struct shard *sh)
+{
+	struct dedup_stats d;
+	struct session_stats s;
+	struct dedup_stats *pd = &sh->dedup_published;
+	struct session_stats *ps = &sh->session_published;
+
+	dedup_get_stats(sh->dedup, &d);
+	session_get_stats(sh->sessions, &s);
+	metrics_add(METRIC_DUPLICATES, d.duplicates - pd->duplicates);
+	metrics_add(METRIC_DEDUP_EVICTED, d.evicted - pd->evicted);
+	metrics_gauge_add(GAUGE_DEDUP_ENTRIES, (int64_t)d.entries - (int64_t)pd->entries);
+	metrics_add(METRIC_SESSIONS_STARTED, s.started - ps->started);
+	metrics_add(METRIC_EVENTS_WITHOUT_SESSION, s.no_visitor - ps->no_visitor);
+	metrics_add(METRIC_REVENUE_OTHER_CURRENCY,
+	            s.revenue_other_currency - ps->revenue_other_currency);
+	for (int r = 0; r < SESSION_END__COUNT; r++)
+		metrics_session_ended(r, s.ended[r] - ps->ended[r]);
+	metrics_gauge_add(GAUGE_SESSIONS_OPEN, (int64_t)s.open - (int64_t)ps->open);
+	metrics_gauge_add(GAUGE_VISITORS, (int64_t)s.visitors - (int64_t)ps->visitors);
+	*pd = d;
+	*ps = s;
+}
+
+void shard_tick(struct shard *sh, int64_t now_ms)
+{
+	if (sh->held_count == 0 || retry_held(sh))
+		session_tick(sh->sessions, now_ms);
+	dedup_expire(sh->dedup, now_ms);
+	if (sh->opt.sink_owned)
+		sh->opt.sink->ops->poll(sh->opt.sink, now_ms);
+	publish_stats(sh);
+}
+
+int shard_finish(struct shard *sh)
+{
+	int64_t deadline = wall_clock_ms() + sh->opt.stop_timeout_ms;
+	int rc = 0;
+
+	session_close_all(sh->sessions, SESSION_END_SHUTDOWN);
+	while (sh->held_count > 0 && !retry_held(sh)) {
+		struct timespec pause = {0, HELD_RETRY_MS * 1000000L};
+		if (wall_clock_ms() >= deadline) {
+			log_error("shard",
+			          "msg=\"sink still full at stop; records not written\" shard=%u "
+			          "count=%zu",
+			          sh->opt.index, sh->held_count);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		nanosleep(&pause, NULL); /* the shard's own thread, at its very end */
+	}
+	if (sh->opt.sink_owned && sh->opt.sink->ops->flush(sh->opt.sink, 0) < 0)
+		rc = -EIO;
+	publish_stats(sh);
+	return rc;
+}
+
+/* ---- the thread ---- */
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t value, const struct timespec *timeout)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op, value, timeout, NULL, 0);
+}
+
+static bool any_input_ready(struct shard *sh)
+{
+	for (size_t r = 0; r < sh->opt.input_count; r++)
+		if (ring_peek(sh->inputs[r], 1) != 0 || ring_producer_closed(sh->inputs[r]))
+			return true;
+	return false;
+}
+
+static void shard_sleep(struct shard *sh, int64_t ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (sh->held_count == 0 && any_input_ready(sh)) {
+		atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+		return;
+	}
+	futex(&sh->sleeping, FUTEX_WAIT_PRIVATE, 1, &ts);
+	atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+}
+
+void shard_wake(struct shard *sh)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&sh->sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&sh->sleeping, 0, memory_order_relaxed))
+		futex(&sh->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+static void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	int64_t next_tick = 0;
+	char name[16];
+
+	snprintf(name, sizeof(name), "clickd-shard%u", sh->opt.index);
+	pthread_setname_np(pthread_self(), name);
+	for (;;) {
+		size_t n = shard_drain(sh);
+		int64_t now = wall_clock_ms();
+
+		if (now >= next_tick || (sh->held_count > 0 && now >= sh->next_retry_ms)) {
+			shard_tick(sh, now);
+			if (now >= next_tick)
+				next_tick = now + SHARD_TICK_MS;
+			sh->next_retry_ms = now + HELD_RETRY_MS;
+		}
+		if (n > 0)
+			continue;
+		if (sh->held_count == 0 && shard_inputs_done(sh))
+			break;
+		shard_sleep(sh, sh->held_count > 0 ? HELD_RETRY_MS : next_tick - now);
+	}
+	shard_finish(sh);
+	if (sh->done)
+		sh->done(sh->done_arg);
+	return NULL;
+}
+
+int shard_start(struct shard *sh, void (*done)(void *arg), void *arg)
+{
+	int rc;
+
+	sh->done = done;
+	sh->done_arg = arg;
+	rc = pthread_create(&sh->thread, NULL, shard_main, sh);
+	if (rc != 0)
+		return -rc;
+	sh->started = true;
+	return 0;
+}
+
+void shard_join(struct shard *sh)
+{
+	if (sh->started) {
+		pthread_join(sh->thread, NULL);
+		sh->started = false;
+	}
+}
+
+/* ---- set-up ---- */
+
+struct shard *shard_new(const struct shard_options *opt, char *err, size_t errlen)
+{
+	struct shard *sh = calloc(1, sizeof(*sh));
+
+	if (!sh)
+		goto nomem;
+	sh->opt = *opt;
+	sh->inputs = calloc(opt->input_count ? opt->input_count : 1, sizeof(*sh->inputs));
+	sh->record = malloc(RECORD_EVENT_MAX_BYTES);
+	sh->key = malloc(KEY_MAX_BYTES);
+	if (!sh->inputs || !sh->record || !sh->key)
+		goto nomem;
+	for (size_t i = 0; i < opt->input_count; i++)
+		sh->inputs[i] = opt->inputs[i];
+	sh->opt.inputs = sh->inputs;
+	sh->dedup = dedup_new(opt->dedup_max_entries, opt->dedup_window_ms);
+	if (!sh->dedup) {
+		snprintf(err, errlen,
+		         "shard %u: dedup table of %zu entries: out of memory or bad bounds",
+		         opt->index, opt->dedup_max_entries);
+		shard_free(sh);
+		return NULL;
+	}
+	sh->sessions = session_table_new(&opt->session, on_session_closed, sh);
+	if (!sh->sessions) {
+		snprintf(err, errlen,
+		         "shard %u: session table of %zu visitors: out of memory or bad bounds",
+		         opt->index, opt->session.max_visitors);
+		shard_free(sh);
+		return NULL;
+	}
+	atomic_init(&sh->sleeping, 0);
+	return sh;
+nomem:
+	snprintf(err, errlen, "shard %u: out of memory", opt->index);
+	shard_free(sh);
+	return NULL;
+}
+
+void shard_free(struct shard *sh)
+{
+	if (!sh)
+		return;
+	dedup_free(sh->dedup);
+	session_table_free(sh->sessions);
+	free(sh->inputs);
+	free(sh->record);
+	free(sh->key);
+	free(sh->held);
+	free(sh);
+}

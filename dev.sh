@@ -5,7 +5,8 @@
 #   ./dev.sh test                 install what is missing, build, run every test (ctest):
 #                                 a gcc -Werror build with unit, integration and Kafka tests,
 #                                 then a clang ASan+UBSan build with unit, integration and
-#                                 bounded libFuzzer runs
+#                                 bounded libFuzzer runs, then a clang ThreadSanitizer build
+#                                 of the multi-threaded ring and shard runs (tests/tsan)
 #   ./dev.sh deps|build|format-check
 #
 # Packages come from Debian (apt-get, as root); Apache Kafka for the tests comes from Maven
@@ -77,6 +78,10 @@ test)
 	CC=clang build build-asan -DCLICKD_SANITIZE=address,undefined -DCLICKD_FUZZ=ON
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		ctest --test-dir build-asan --output-on-failure --timeout 900 -LE kafka
+	echo "== clang ThreadSanitizer build: ring and shard threads" >&2
+	CC=clang cmake -S . -B build-tsan -DCLICKD_WERROR=ON -DCLICKD_SANITIZE=thread >/dev/null
+	cmake --build build-tsan -j"$JOBS" --target tsan_ring tsan_shard
+	ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan
 	;;
 *)
 	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'

@@ -1,0 +1,195 @@
+/*
+ * test_shard.c - a shard driven without its thread: events from its rings become event
+ * records with session and channel, duplicates are dropped, sessions become touchpoints
+ * (on the tick and at the finish), and a full sink holds records back, in order, while
+ * the rings wait.
+ */
+#include "clickd/metrics.h"
+#include "clickd/shard.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fake_sink.h"
+
+#define T0 1800000000000LL
+
+static struct fake_sink sink;
+static struct ring rings[2];
+static struct shard *sh;
+static struct channel_lists *lists;
+
+static void setup(void)
+{
+	char err[256];
+	struct ring *inputs[2] = {&rings[0], &rings[1]};
+	struct shard_options o = {
+	    .index = 0,
+	    .inputs = inputs,
+	    .input_count = 2,
+	    .sink = &sink.base,
+	    .sink_owned = true,
+	    .dedup_max_entries = 1000,
+	    .dedup_window_ms = 3600000,
+	    .session = {.timeout_ms = 1800000,
+	                .max_duration_ms = 86400000,
+	                .max_visitors = 1000,
+	                .max_url_bytes = 512},
+	    .stop_timeout_ms = 100,
+	};
+
+	fake_sink_reset(&sink);
+	lists = channel_lists_new(NULL, err, sizeof(err));
+	cr_assert_not_null(lists, "%s", err);
+	o.channels = lists;
+	cr_assert_eq(ring_init(&rings[0], 16, sizeof(struct event)), 0);
+	cr_assert_eq(ring_init(&rings[1], 16, sizeof(struct event)), 0);
+	sh = shard_new(&o, err, sizeof(err));
+	cr_assert_not_null(sh, "%s", err);
+}
+
+static void teardown(void)
+{
+	shard_free(sh);
+	ring_close(&rings[0]);
+	ring_close(&rings[1]);
+	channel_lists_free(lists);
+	fake_sink_reset(&sink);
+}
+
+TestSuite(shard, .init = setup, .fini = teardown);
+
+static void put(struct event *ev, enum event_field f, const char *s)
+{
+	cr_assert_eq(event_set(ev, f, s, strlen(s)), 0);
+}
+
+/* Pushes a page view into ring r. */
+static void push(int r, const char *eid, const char *vid, int64_t at, const char *source,
+                 const char *medium)
+{
+	struct event *ev = ring_claim(&rings[r]);
+
+	cr_assert_not_null(ev, "ring %d full", r);
+	event_init(ev);
+	ev->received_at_ms = at;
+	if (eid)
+		put(ev, EF_EVENT_ID, eid);
+	put(ev, EF_APP_ID, "shop");
+	put(ev, EF_VISITOR_ID, vid);
+	put(ev, EF_URL, "https://shop.example/");
+	put(ev, EF_SOURCE, source);
+	put(ev, EF_MEDIUM, medium);
+	ring_publish(&rings[r]);
+}
+
+static const char *event_text(size_t i)
+{
+	cr_assert_lt(i, sink.count[SINK_EVENTS]);
+	return sink.records[SINK_EVENTS][i].text;
+}
+
+Test(shard, events_get_their_session_and_channel)
+{
+	push(0, "e1", "v1", T0, "google", "cpc");
+	push(1, "e2", "v1", T0 + 1000, "(direct)", "(none)");
+	cr_assert_eq(shard_drain(sh), 2);
+	cr_assert_eq(sink.count[SINK_EVENTS], 2);
+	cr_assert(strstr(event_text(0), "\"channel\":\"Paid Search\"") != NULL, "%s",
+	          event_text(0));
+	cr_assert(strstr(event_text(0), "\"session_index\":1") != NULL);
+	cr_assert(strstr(event_text(1), "\"channel\":\"Direct\"") != NULL, "%s", event_text(1));
+	/* Both in one session: the same session_id. */
+	const char *a = strstr(event_text(0), "\"session_id\":\"");
+	const char *b = strstr(event_text(1), "\"session_id\":\"");
+	cr_assert(a && b);
+	cr_assert_eq(memcmp(a, b, 14 + SESSION_ID_CHARS), 0);
+	cr_assert_str_eq(sink.records[SINK_EVENTS][0].key, "shop\x1fv1");
+}
+
+Test(shard, duplicates_are_dropped_whichever_ring_they_come_from)
+{
+	uint64_t before = metrics_get(METRIC_DUPLICATES);
+
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	push(1, "e1", "v1", T0 + 5, "(direct)", "(none)");
+	push(0, "e2", "v1", T0 + 10, "(direct)", "(none)");
+	shard_drain(sh);
+	cr_assert_eq(sink.count[SINK_EVENTS], 2);
+	shard_tick(sh, T0 + 20); /* publishes the shard's counts */
+	cr_assert_eq(metrics_get(METRIC_DUPLICATES), before + 1);
+}
+
+Test(shard, a_closed_session_becomes_a_touchpoint_keyed_by_visitor)
+{
+	push(0, "e1", "v1", T0, "news", "email");
+	push(0, "e2", "v1", T0 + 60000, "(direct)", "(none)");
+	shard_drain(sh);
+	shard_tick(sh, T0 + 60000 + 1800000 - 1);
+	cr_assert_eq(sink.count[SINK_TOUCHPOINTS], 0);
+	shard_tick(sh, T0 + 60000 + 1800000 + SHARD_TICK_MS);
+	cr_assert_eq(sink.count[SINK_TOUCHPOINTS], 1);
+	const char *tp = sink.records[SINK_TOUCHPOINTS][0].text;
+	cr_assert(strstr(tp, "\"end_reason\":\"inactivity\"") != NULL, "%s", tp);
+	cr_assert(strstr(tp, "\"events\":2") != NULL, "%s", tp);
+	cr_assert(strstr(tp, "\"duration_ms\":60000") != NULL, "%s", tp);
+	cr_assert(strstr(tp, "\"channel\":\"Email\"") != NULL, "%s", tp);
+	cr_assert_str_eq(sink.records[SINK_TOUCHPOINTS][0].key, "shop\x1fv1");
+}
+
+Test(shard, finish_closes_open_sessions_as_shutdown)
+{
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	push(1, "e2", "v2", T0, "(direct)", "(none)");
+	shard_drain(sh);
+	cr_assert_eq(shard_finish(sh), 0);
+	cr_assert_eq(sink.count[SINK_TOUCHPOINTS], 2);
+	for (size_t i = 0; i < 2; i++)
+		cr_assert(strstr(sink.records[SINK_TOUCHPOINTS][i].text,
+		                 "\"end_reason\":\"shutdown\"") != NULL);
+}
+
+Test(shard, a_full_sink_holds_records_in_order_and_stops_the_rings)
+{
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	push(0, "e2", "v1", T0 + 1, "(direct)", "(none)");
+	sink.answer = -EAGAIN;
+	cr_assert_eq(shard_drain(sh), 2, "the batch in hand is processed and held");
+	cr_assert_eq(sink.count[SINK_EVENTS], 0);
+	push(0, "e3", "v1", T0 + 2, "(direct)", "(none)");
+	cr_assert_eq(shard_drain(sh), 0, "nothing more is taken while records are held");
+	cr_assert_eq(ring_peek(&rings[0], 10), 1);
+	shard_tick(sh, T0 + 100); /* the retry fails too */
+	cr_assert_eq(sink.count[SINK_EVENTS], 0);
+	sink.answer = 0;
+	shard_tick(sh, T0 + 200);
+	cr_assert_eq(sink.count[SINK_EVENTS], 2);
+	cr_assert_eq(shard_drain(sh), 1);
+	cr_assert_eq(sink.count[SINK_EVENTS], 3);
+	for (size_t i = 0; i < 3; i++) {
+		char want[32];
+		snprintf(want, sizeof(want), "\"event_id\":\"e%zu\"", i + 1);
+		cr_assert(strstr(event_text(i), want) != NULL, "record %zu: %s", i, event_text(i));
+	}
+}
+
+Test(shard, a_sink_still_full_at_the_stop_is_reported)
+{
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	sink.answer = -EAGAIN;
+	shard_drain(sh);
+	cr_assert_eq(shard_finish(sh), -ETIMEDOUT);
+}
+
+Test(shard, inputs_are_done_only_when_every_ring_is_closed_and_empty)
+{
+	cr_assert_not(shard_inputs_done(sh));
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	ring_close_producer(&rings[0]);
+	ring_close_producer(&rings[1]);
+	cr_assert_not(shard_inputs_done(sh), "an event is still in a ring");
+	shard_drain(sh);
+	cr_assert(shard_inputs_done(sh));
+}

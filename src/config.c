@@ -133,7 +133,7 @@ static const struct option options[] = {
     {"pipeline.ring_slots", INT(pipeline_ring_slots), "1024", 16, 65536, NULL, false,
      "Events one ring (one per ingest thread and shard) holds, a power of two. A full "
      "ring answers 503 (HTTP) or drops (UDP, counted). Memory: ingest_threads x shards x "
-     "ring_slots x 8.4 KiB (8.6 MiB per ring at 1024)."},
+     "ring_slots x 8.1 KiB (8.1 MiB per ring at 1024)."},
 
     {"dedup.window_s", INT(dedup_window_s), "3600", 1, 604800, NULL, false,
      "An event whose app_id and eid (or, without eid, whose whole decoded payload) was "

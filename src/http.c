@@ -1,13 +1,19 @@
 /*
  * http.c - HTTP/1.1 server on libuv + http-parser (see http.h for the contract).
  *
+ * Two parts: the request parser (struct http_reqparser: bytes in, complete requests or an
+ * error with its status out; no sockets, so the fuzzer drives it), and the connections
+ * that feed it what they read and answer what it completes.
+ *
  * Runs on one loop thread and owns its connections. Invariants:
  * - a connection's answers leave in request order: requests are handled synchronously as
  *   the parser completes them, appended to out[fill], and out[fill] is written with one
  *   uv_write after each read (pipelined answers batch into one syscall);
  * - at most one uv_write per connection is in flight; reading pauses while more than
  *   OUT_PAUSE_BYTES wait, so a client that pipelines without reading cannot grow memory;
- * - memory is freed only from close callbacks (both the tcp and the timer handle).
+ * - memory is freed only from close callbacks (both the tcp and the timer handle);
+ * - the idle timer restarts when a request begins or completes, never on a mere read: a
+ *   request has http.idle_timeout_ms from its first byte to its last.
  */
 #include "clickd/http.h"
 
@@ -49,6 +55,8 @@ enum header_id {
 	HDR_NONE = -1
 };
 
+_Static_assert(HDR__COUNT == HTTP_REQPARSER_HEADERS, "http.h sizes the header table");
+
 static const char *const header_names[HDR__COUNT] = {
     [HDR_ORIGIN] = "origin",
     [HDR_CONTENT_TYPE] = "content-type",
@@ -59,12 +67,6 @@ static const char *const header_names[HDR__COUNT] = {
     [HDR_SEC_GPC] = "sec-gpc",
     [HDR_DNT] = "dnt",
     [HDR_EXPECT] = "expect",
-};
-
-struct span {
-	uint32_t off;
-	uint32_t len;
-	bool seen;
 };
 
 struct outbuf {
@@ -80,27 +82,10 @@ struct http_conn {
 	uv_shutdown_t shutdown_req;
 	struct http_server *srv;
 	struct http_conn *prev, *next;
-	http_parser parser;
+	struct http_reqparser rp;
 	struct sockaddr_storage peer;
 	char peer_ip[64];
-
-	/* The request being parsed: URL, then header values, then body, in one buffer
-	 * (offsets, since it may move when it grows). */
-	char *req;
-	size_t req_len, req_cap;
-	size_t url_len;
-	size_t header_bytes;
-	struct span headers[HDR__COUNT];
-	char field[40];
-	size_t field_len;
-	int cur_header; /* enum header_id of the value being read, or HDR_NONE */
-	bool last_was_value;
-	size_t body_off, body_len;
-	bool body_started;
-	bool in_message;
-	enum http_req_method method;
-	int error_status; /* set by a callback when a limit is hit: abort with it */
-	const char *error_reason;
+	enum http_req_method method; /* of the request being answered (HEAD: no body) */
 	int64_t received_at_ms;
 
 	struct outbuf out[2];
@@ -123,7 +108,6 @@ struct http_server {
 	http_handler_fn handler;
 	http_reject_fn reject;
 	void *ud;
-	http_parser_settings settings;
 	struct http_conn *conns;
 	size_t open;
 	bool closing;
@@ -217,168 +201,66 @@ static int out_append(struct outbuf *o, const char *data, size_t len)
 	return 0;
 }
 
-static size_t req_limit(const struct http_server *srv)
+/* ---- the request parser (no sockets; see http.h) ----
+ *
+ * http-parser calls back with pieces of the request, possibly split anywhere across
+ * feeds. The parser keeps, in its one buffer and in arrival order, the URL, the values of
+ * the headers clickd reads (by offset and length) and the body, and counts every header
+ * byte against max_header_bytes whether it is kept or not. A limit broken in a callback
+ * sets error_status and returns -1, which makes http-parser stop at once. Every limit
+ * depends only on the bytes, never on where they were split (the fuzzer checks this).
+ */
+
+/* What the last header callback read. http-parser may hand a name or a value over in
+ * several pieces, some of them empty (a feed that ends right before the ':'). */
+enum { PIECE_NONE, PIECE_NAME, PIECE_VALUE };
+
+static size_t rp_buffer_limit(const struct http_reqparser *p)
 {
-	return srv->limits.max_url_bytes + srv->limits.max_header_bytes +
-	       srv->limits.max_body_bytes;
+	return p->limits.max_url_bytes + p->limits.max_header_bytes + p->limits.max_body_bytes;
 }
 
-static int req_append(struct http_conn *c, const char *data, size_t len)
+static int rp_fail(struct http_reqparser *p, int status, const char *reason)
 {
-	if (c->req_len + len > req_limit(c->srv))
-		return -E2BIG;
-	if (grow(&c->req, &c->req_cap, c->req_len + len, REQ_INITIAL_BYTES) < 0)
-		return -ENOMEM;
-	memcpy(c->req + c->req_len, data, len);
-	c->req_len += len;
-	return 0;
-}
-
-/* ---- parser callbacks ---- */
-
-static int fail(struct http_conn *c, int status, const char *reason)
-{
-	c->error_status = status;
-	c->error_reason = reason;
+	p->error_status = status;
+	p->error_reason = reason;
 	return -1;
 }
 
-static int on_message_begin(http_parser *p)
+/* Appends to the buffer; -E2BIG past the sum of the limits, -ENOMEM. */
+static int rp_append(struct http_reqparser *p, const char *data, size_t len)
 {
-	struct http_conn *c = p->data;
-	c->req_len = 0;
-	c->url_len = 0;
-	c->header_bytes = 0;
-	memset(c->headers, 0, sizeof(c->headers));
-	c->field_len = 0;
-	c->cur_header = HDR_NONE;
-	c->last_was_value = false;
-	c->body_off = c->body_len = 0;
-	c->body_started = false;
-	c->in_message = true;
+	if (p->len + len > rp_buffer_limit(p))
+		return -E2BIG;
+	if (grow(&p->buf, &p->cap, p->len + len, REQ_INITIAL_BYTES) < 0)
+		return -ENOMEM;
+	memcpy(p->buf + p->len, data, len);
+	p->len += len;
 	return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static int rp_append_failed(struct http_reqparser *p, int rc)
 {
-	struct http_conn *c = p->data;
-	if (c->url_len + len > c->srv->limits.max_url_bytes)
-		return fail(c, 414, "request target longer than http.max_url_bytes");
-	if (req_append(c, at, len) < 0)
-		return fail(c, 503, "out of memory");
-	c->url_len += len;
-	c->header_bytes += len;
-	return 0;
+	return rc == -ENOMEM ? rp_fail(p, 503, "out of memory")
+	                     : rp_fail(p, 431, "request headers longer than http.max_header_bytes");
 }
 
-static int count_header_bytes(struct http_conn *c, size_t len)
+static int on_message_begin(http_parser *hp)
 {
-	c->header_bytes += len + 2; /* and the ": " or "\r\n" around it */
-	if (c->header_bytes > c->srv->limits.max_header_bytes)
-		return fail(c, 431, "request headers longer than http.max_header_bytes");
-	return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-	struct http_conn *c = p->data;
-	if (count_header_bytes(c, len) < 0)
-		return -1;
-	if (c->last_was_value) {
-		c->field_len = 0;
-		c->last_was_value = false;
-	}
-	if (c->field_len + len < sizeof(c->field)) {
-		memcpy(c->field + c->field_len, at, len);
-		c->field_len += len;
-	} else {
-		c->field_len = sizeof(c->field); /* too long to be one of ours */
-	}
-	return 0;
-}
-
-static int header_lookup(const char *name, size_t len)
-{
-	for (int i = 0; i < HDR__COUNT; i++)
-		if (strlen(header_names[i]) == len && strncasecmp(header_names[i], name, len) == 0)
-			return i;
-	return HDR_NONE;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-	struct http_conn *c = p->data;
-	if (count_header_bytes(c, len) < 0)
-		return -1;
-	if (!c->last_was_value) {
-		/* First chunk of a new value: decide whether we keep it. */
-		c->last_was_value = true;
-		c->cur_header = c->field_len < sizeof(c->field)
-		                    ? header_lookup(c->field, c->field_len)
-		                    : HDR_NONE;
-		if (c->cur_header != HDR_NONE) {
-			struct span *s = &c->headers[c->cur_header];
-			if (s->seen && c->cur_header == HDR_FORWARDED_FOR &&
-			    s->off + s->len == c->req_len) {
-				/* A repeated X-Forwarded-For continues the list. */
-				if (req_append(c, ",", 1) < 0)
-					return fail(c, 503, "out of memory");
-				s->len++;
-			} else if (s->seen) {
-				c->cur_header = HDR_NONE; /* first one wins */
-			} else {
-				s->seen = true;
-				s->off = (uint32_t)c->req_len;
-				s->len = 0;
-			}
-		}
-	}
-	if (c->cur_header != HDR_NONE) {
-		struct span *s = &c->headers[c->cur_header];
-		if (s->off + s->len != c->req_len) {
-			/* Another header's value was appended in between: cannot happen, as a
-			 * value's chunks arrive together; keep the first part only. */
-			return 0;
-		}
-		if (req_append(c, at, len) < 0)
-			return fail(c, 431, "request headers longer than http.max_header_bytes");
-		s->len += (uint32_t)len;
-	}
-	return 0;
-}
-
-static bool header_is(const struct http_conn *c, enum header_id h, const char *value)
-{
-	const struct span *s = &c->headers[h];
-	size_t n = strlen(value);
-	return s->seen && s->len == n && strncasecmp(c->req + s->off, value, n) == 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-	struct http_conn *c = p->data;
-	if (p->content_length != ULLONG_MAX && p->content_length > c->srv->limits.max_body_bytes)
-		return fail(c, 413, "request body longer than http.max_body_bytes");
-	if (header_is(c, HDR_EXPECT, "100-continue")) {
-		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-		out_append(&c->out[c->fill], cont, sizeof(cont) - 1);
-		conn_flush(c);
-	}
-	return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-	struct http_conn *c = p->data;
-	if (!c->body_started) {
-		c->body_started = true;
-		c->body_off = c->req_len;
-	}
-	if (c->body_len + len > c->srv->limits.max_body_bytes)
-		return fail(c, 413, "request body longer than http.max_body_bytes");
-	if (req_append(c, at, len) < 0)
-		return fail(c, 503, "out of memory");
-	c->body_len += len;
+	struct http_reqparser *p = hp->data;
+	p->len = 0;
+	p->url_len = 0;
+	p->header_bytes = 0;
+	memset(p->headers, 0, sizeof(p->headers));
+	p->field_len = 0;
+	p->cur_header = HDR_NONE;
+	p->piece = PIECE_NONE;
+	p->headers_done = false;
+	p->body_off = p->body_len = 0;
+	p->body_started = false;
+	p->in_message = true;
+	p->method = HTTP_REQ_OTHER;
+	p->progress++;
 	return 0;
 }
 
@@ -397,57 +279,340 @@ static enum http_req_method method_of(unsigned m)
 	return HTTP_REQ_OTHER;
 }
 
-static void header_out(const struct http_conn *c, enum header_id h, const char **ptr, size_t *len)
+static int on_url(http_parser *hp, const char *at, size_t len)
 {
-	const struct span *s = &c->headers[h];
-	*ptr = s->seen ? c->req + s->off : NULL;
+	struct http_reqparser *p = hp->data;
+	p->method = method_of(hp->method); /* known once the target starts */
+	if (p->url_len + len > p->limits.max_url_bytes) {
+		/* Keep what fits, so that the dead letter shows the start of the target. */
+		if (rp_append(p, at, p->limits.max_url_bytes - p->url_len) == 0)
+			p->url_len = p->limits.max_url_bytes;
+		return rp_fail(p, 414, "request target longer than http.max_url_bytes");
+	}
+	/* The target counts toward the header bytes too (the request line is a header). */
+	if (p->header_bytes + len > p->limits.max_header_bytes)
+		return rp_fail(p, 431, "request headers longer than http.max_header_bytes");
+	if (rp_append(p, at, len) < 0)
+		return rp_fail(p, 503, "out of memory");
+	p->url_len += len;
+	p->header_bytes += len;
+	return 0;
+}
+
+/* Counts a piece of a header name or value; `first` adds the ": " or CRLF around it once
+ * per name or value, however it was split. */
+static int count_header_bytes(struct http_reqparser *p, size_t len, bool first)
+{
+	p->header_bytes += len + (first ? 2 : 0);
+	if (p->header_bytes > p->limits.max_header_bytes)
+		return rp_fail(p, 431, "request headers longer than http.max_header_bytes");
+	return 0;
+}
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+	struct http_reqparser *p = hp->data;
+	bool first = p->piece != PIECE_NAME;
+	if (count_header_bytes(p, len, first) < 0)
+		return -1;
+	if (first) {
+		p->field_len = 0;
+		p->piece = PIECE_NAME;
+	}
+	if (p->field_len + len < sizeof(p->field)) {
+		memcpy(p->field + p->field_len, at, len);
+		p->field_len += len;
+	} else {
+		p->field_len = sizeof(p->field); /* too long to be one of ours */
+	}
+	return 0;
+}
+
+static int header_lookup(const char *name, size_t len)
+{
+	for (int i = 0; i < HDR__COUNT; i++)
+		if (strlen(header_names[i]) == len && strncasecmp(header_names[i], name, len) == 0)
+			return i;
+	return HDR_NONE;
+}
+
+/*
+ * A repeated X-Forwarded-For continues the list (one field per hop is the same as one
+ * line joined with commas, RFC 9110 5.3): a proxy may add its own line at the end, and
+ * the right-most hops are the ones to believe. The list must stay one span of the buffer:
+ * when another kept header was stored after it, the list so far is first copied to the
+ * end (the old copy is dead space; every other kept header is stored once, so this
+ * happens at most HDR__COUNT - 1 times per request).
+ */
+static int forwarded_for_continue(struct http_reqparser *p, struct http_reqparser_span *s)
+{
+	int rc;
+	if (s->off + s->len != p->len) {
+		size_t off = p->len;
+		if (p->len + s->len > rp_buffer_limit(p))
+			return rp_append_failed(p, -E2BIG);
+		if (grow(&p->buf, &p->cap, p->len + s->len, REQ_INITIAL_BYTES) < 0)
+			return rp_append_failed(p, -ENOMEM);
+		memcpy(p->buf + off, p->buf + s->off, s->len);
+		p->len += s->len;
+		s->off = (uint32_t)off;
+	}
+	if ((rc = rp_append(p, ",", 1)) < 0)
+		return rp_append_failed(p, rc);
+	s->len++;
+	return 0;
+}
+
+/* The first piece of a header value: decides whether (and where) it is kept. */
+static int header_value_begins(struct http_reqparser *p)
+{
+	struct http_reqparser_span *s;
+
+	p->piece = PIECE_VALUE;
+	p->cur_header = HDR_NONE;
+	/* Fields after the body are chunked trailers: the client writes them after anything
+	 * its proxies added, so none of them is believed. */
+	if (p->headers_done || p->field_len >= sizeof(p->field))
+		return 0;
+	p->cur_header = header_lookup(p->field, p->field_len);
+	if (p->cur_header == HDR_NONE)
+		return 0;
+	s = &p->headers[p->cur_header];
+	if (!s->seen) {
+		s->seen = true;
+		s->off = (uint32_t)p->len;
+		s->len = 0;
+		return 0;
+	}
+	if (p->cur_header == HDR_FORWARDED_FOR)
+		return forwarded_for_continue(p, s);
+	p->cur_header = HDR_NONE; /* any other repeated header: the first one wins */
+	return 0;
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+	struct http_reqparser *p = hp->data;
+	bool first = p->piece != PIECE_VALUE;
+	int rc;
+
+	if (count_header_bytes(p, len, first) < 0)
+		return -1;
+	if (first && header_value_begins(p) < 0)
+		return -1;
+	if (p->cur_header == HDR_NONE)
+		return 0;
+	/* The pieces of one value arrive one after the other with nothing stored between
+	 * them, so the span grows in place. */
+	if ((rc = rp_append(p, at, len)) < 0)
+		return rp_append_failed(p, rc);
+	p->headers[p->cur_header].len += (uint32_t)len;
+	return 0;
+}
+
+static bool header_is(const struct http_reqparser *p, enum header_id h, const char *value)
+{
+	const struct http_reqparser_span *s = &p->headers[h];
+	size_t n = strlen(value);
+	return s->seen && s->len == n && strncasecmp(p->buf + s->off, value, n) == 0;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+	struct http_reqparser *p = hp->data;
+	p->headers_done = true;
+	if (hp->content_length != ULLONG_MAX && hp->content_length > p->limits.max_body_bytes)
+		return rp_fail(p, 413, "request body longer than http.max_body_bytes");
+	if (header_is(p, HDR_EXPECT, "100-continue") && p->on_continue)
+		p->on_continue(p->ud);
+	return 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+	struct http_reqparser *p = hp->data;
+	if (!p->body_started) {
+		p->body_started = true;
+		p->body_off = p->len;
+	}
+	if (p->body_len + len > p->limits.max_body_bytes)
+		return rp_fail(p, 413, "request body longer than http.max_body_bytes");
+	if (rp_append(p, at, len) < 0)
+		return rp_fail(p, 503, "out of memory");
+	p->body_len += len;
+	return 0;
+}
+
+static void header_out(const struct http_reqparser *p, enum header_id h, const char **ptr,
+                       size_t *len)
+{
+	const struct http_reqparser_span *s = &p->headers[h];
+	*ptr = s->seen ? p->buf + s->off : NULL;
 	*len = s->seen ? s->len : 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int on_message_complete(http_parser *hp)
 {
-	struct http_conn *c = p->data;
-	struct http_request r;
-	const char *target = c->req, *q;
+	struct http_reqparser *p = hp->data;
+	struct http_request *r = &p->req;
+	const char *target = p->buf, *q;
 
-	memset(&r, 0, sizeof(r));
-	c->in_message = false;
-	c->method = method_of(p->method);
-	r.method = c->method;
-	q = memchr(target, '?', c->url_len);
-	r.path = target;
-	r.path_len = q ? (size_t)(q - target) : c->url_len;
+	p->in_message = false;
+	p->progress++;
+	/* http-parser completes an Upgrade (or CONNECT) request and then stops: what follows
+	 * would be another protocol. Refuse it before anyone answers it. */
+	if (hp->upgrade)
+		return rp_fail(p, 400, "protocol upgrade not supported");
+	memset(r, 0, sizeof(*r));
+	r->method = method_of(hp->method);
+	q = memchr(target, '?', p->url_len);
+	r->path = target;
+	r->path_len = q ? (size_t)(q - target) : p->url_len;
 	if (q) {
-		r.query = q + 1;
-		r.query_len = c->url_len - r.path_len - 1;
+		r->query = q + 1;
+		r->query_len = p->url_len - r->path_len - 1;
 	}
 	/* An absolute-form target ("http://host/collect?...") is answered by path. */
-	if (r.path_len > 7 &&
-	    (strncasecmp(r.path, "http://", 7) == 0 || strncasecmp(r.path, "https://", 8) == 0)) {
-		const char *slash = memchr(r.path + 8, '/', r.path_len - 8);
-		size_t cut = slash ? (size_t)(slash - r.path) : r.path_len;
-		r.path += cut;
-		r.path_len -= cut;
+	if (r->path_len > 7 &&
+	    (strncasecmp(r->path, "http://", 7) == 0 || strncasecmp(r->path, "https://", 8) == 0)) {
+		const char *slash = memchr(r->path + 8, '/', r->path_len - 8);
+		size_t cut = slash ? (size_t)(slash - r->path) : r->path_len;
+		r->path += cut;
+		r->path_len -= cut;
 	}
-	r.body = c->body_len ? c->req + c->body_off : NULL;
-	r.body_len = c->body_len;
-	header_out(c, HDR_ORIGIN, &r.origin, &r.origin_len);
-	header_out(c, HDR_CONTENT_TYPE, &r.content_type, &r.content_type_len);
-	header_out(c, HDR_COOKIE, &r.cookie, &r.cookie_len);
-	header_out(c, HDR_USER_AGENT, &r.user_agent, &r.user_agent_len);
-	header_out(c, HDR_FORWARDED_FOR, &r.forwarded_for, &r.forwarded_for_len);
-	header_out(c, HDR_CORS_REQUEST_HEADERS, &r.cors_request_headers,
-	           &r.cors_request_headers_len);
-	r.gpc = header_is(c, HDR_SEC_GPC, "1") || header_is(c, HDR_DNT, "1");
-	r.peer = &c->peer;
-	r.peer_ip = c->peer_ip;
-	r.received_at_ms = c->received_at_ms;
+	r->body = p->body_len ? p->buf + p->body_off : NULL;
+	r->body_len = p->body_len;
+	header_out(p, HDR_ORIGIN, &r->origin, &r->origin_len);
+	header_out(p, HDR_CONTENT_TYPE, &r->content_type, &r->content_type_len);
+	header_out(p, HDR_COOKIE, &r->cookie, &r->cookie_len);
+	header_out(p, HDR_USER_AGENT, &r->user_agent, &r->user_agent_len);
+	header_out(p, HDR_FORWARDED_FOR, &r->forwarded_for, &r->forwarded_for_len);
+	header_out(p, HDR_CORS_REQUEST_HEADERS, &r->cors_request_headers,
+	           &r->cors_request_headers_len);
+	r->gpc = header_is(p, HDR_SEC_GPC, "1") || header_is(p, HDR_DNT, "1");
+	r->keep_alive = http_should_keep_alive(hp) != 0;
+	if (p->on_request(p->ud, r) != 0) {
+		p->result = HTTP_REQPARSER_STOPPED;
+		return -1; /* the rest is not parsed */
+	}
+	return 0;
+}
 
-	if (!http_should_keep_alive(p) || c->srv->closing)
+static const http_parser_settings reqparser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void http_reqparser_init(struct http_reqparser *p, const struct http_reqparser_limits *limits,
+                         http_reqparser_request_fn on_request,
+                         http_reqparser_continue_fn on_continue, void *ud)
+{
+	memset(p, 0, sizeof(*p));
+	http_parser_init(&p->parser, HTTP_REQUEST);
+	p->parser.data = p;
+	p->limits = *limits;
+	p->on_request = on_request;
+	p->on_continue = on_continue;
+	p->ud = ud;
+	p->cur_header = HDR_NONE;
+	p->method = HTTP_REQ_OTHER;
+}
+
+int http_reqparser_feed(struct http_reqparser *p, const char *data, size_t len)
+{
+	enum http_errno e;
+
+	if (p->result != 0 || len == 0)
+		return p->result;
+	p->error_status = 0;
+	http_parser_execute(&p->parser, &reqparser_settings, data, len);
+	if (p->result == HTTP_REQPARSER_STOPPED)
+		return p->result;
+	if (p->error_status) {
+		/* A limit: the payload is what was kept of the request. */
+		p->error_payload = p->buf;
+		p->error_payload_len = p->len;
+		p->result = HTTP_REQPARSER_ERROR;
+		return p->result;
+	}
+	e = HTTP_PARSER_ERRNO(&p->parser);
+	if (e == HPE_OK)
+		return 0;
+	p->error_status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+	snprintf(p->error_text, sizeof(p->error_text), "malformed HTTP: %s",
+	         http_errno_description(e));
+	p->error_reason = p->error_text;
+	p->error_payload = data;
+	p->error_payload_len = len;
+	p->result = HTTP_REQPARSER_ERROR;
+	return p->result;
+}
+
+void http_reqparser_error(const struct http_reqparser *p, struct http_reqparser_error *out)
+{
+	out->status = p->error_status;
+	out->reason = p->error_reason ? p->error_reason : "";
+	out->payload = p->error_payload;
+	out->payload_len = p->error_payload_len;
+}
+
+bool http_reqparser_in_message(const struct http_reqparser *p)
+{
+	return p->in_message;
+}
+
+void http_reqparser_partial(const struct http_reqparser *p, const char **data, size_t *len)
+{
+	*data = p->buf;
+	*len = p->len;
+}
+
+uint64_t http_reqparser_progress(const struct http_reqparser *p)
+{
+	return p->progress;
+}
+
+enum http_req_method http_reqparser_method(const struct http_reqparser *p)
+{
+	return p->method;
+}
+
+void http_reqparser_close(struct http_reqparser *p)
+{
+	free(p->buf);
+	p->buf = NULL;
+	p->len = p->cap = 0;
+}
+
+/* ---- requests on a connection ---- */
+
+static int conn_on_request(void *ud, struct http_request *r)
+{
+	struct http_conn *c = ud;
+
+	r->peer = &c->peer;
+	r->peer_ip = c->peer_ip;
+	r->received_at_ms = c->received_at_ms;
+	c->method = r->method;
+	if (!r->keep_alive || c->srv->closing)
 		c->close_after_write = true;
-	c->srv->handler(c->srv->ud, c, &r);
+	c->srv->handler(c->srv->ud, c, r);
 	/* Stop parsing what follows when this answer ends the connection. */
-	return c->close_after_write ? -1 : 0;
+	return c->close_after_write ? 1 : 0;
+}
+
+static void conn_on_continue(void *ud)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	struct http_conn *c = ud;
+	/* After the answers queued before it, so the order on the wire stays right. */
+	if (out_append(&c->out[c->fill], cont, sizeof(cont) - 1) == 0)
+		conn_flush(c);
 }
 
 /* ---- responses ---- */
@@ -458,6 +623,7 @@ static void append_response(struct http_conn *c, const struct http_response *res
 	int n;
 	bool with_body = c->method != HTTP_REQ_HEAD && resp->status != 204;
 	struct outbuf *o = &c->out[c->fill];
+	size_t before = o->len;
 
 	n = snprintf(head, sizeof(head),
 	             "HTTP/1.1 %d %s\r\n"
@@ -476,8 +642,9 @@ static void append_response(struct http_conn *c, const struct http_response *res
 	    (resp->headers_len && out_append(o, resp->headers, resp->headers_len) < 0) ||
 	    out_append(o, "\r\n", 2) < 0 ||
 	    (with_body && resp->body_len && out_append(o, resp->body, resp->body_len) < 0)) {
-		/* Out of memory: the answer cannot be sent whole; end the connection. */
-		o->len = 0;
+		/* Out of memory: this answer cannot be sent whole. The answers queued before it
+		 * still go out, then the connection ends. */
+		o->len = before;
 		c->close_after_write = true;
 	}
 	if (c->srv->limits.collect_metrics)
@@ -514,7 +681,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
 	struct http_server *srv = c->srv;
 	if (--c->open_handles > 0)
 		return;
-	free(c->req);
+	http_reqparser_close(&c->rp);
 	free(c->out[0].data);
 	free(c->out[1].data);
 	free(c);
@@ -632,11 +799,15 @@ static void conn_flush(struct http_conn *c)
 	}
 }
 
-static void reject(struct http_conn *c, int status, const char *reason)
+/* Dead-letters a request that never reached the handler, and answers it. */
+static void reject(struct http_conn *c, int status, const char *reason, const char *payload,
+                   size_t payload_len)
 {
 	struct http_server *srv = c->srv;
+	/* The answer is to the failing request: no body if it is a HEAD. */
+	c->method = http_reqparser_method(&c->rp);
 	if (srv->reject)
-		srv->reject(srv->ud, status, reason, c->peer_ip, c->req, c->req_len);
+		srv->reject(srv->ud, status, reason, c->peer_ip, payload, payload_len);
 	respond_error(c, status, reason);
 }
 
@@ -644,7 +815,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct http_conn *c = s->data;
 	struct http_server *srv = c->srv;
-	size_t parsed;
+	uint64_t progress;
 
 	if (buf->base == srv->read_buffer)
 		srv->read_buffer_busy = false;
@@ -666,23 +837,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (srv->limits.collect_metrics)
 		metrics_add(METRIC_BYTES_IN, (uint64_t)nread);
 	c->received_at_ms = wall_clock_ms();
-	uv_timer_again(&c->timer);
-	c->error_status = 0;
-	parsed = http_parser_execute(&c->parser, &srv->settings, buf->base, (size_t)nread);
-	(void)parsed;
-	if (c->error_status) {
-		reject(c, c->error_status, c->error_reason);
-	} else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK && !c->close_after_write) {
-		enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-		int status = e == HPE_HEADER_OVERFLOW ? 431 : 400;
-		char reason[128];
-		snprintf(reason, sizeof(reason), "malformed HTTP: %s", http_errno_description(e));
-		if (srv->reject)
-			srv->reject(srv->ud, status, reason, c->peer_ip, buf->base, (size_t)nread);
-		respond_error(c, status, reason);
-	} else if (c->parser.upgrade) {
-		reject(c, 400, "protocol upgrade not supported");
+	progress = http_reqparser_progress(&c->rp);
+	if (http_reqparser_feed(&c->rp, buf->base, (size_t)nread) == HTTP_REQPARSER_ERROR) {
+		struct http_reqparser_error e;
+		http_reqparser_error(&c->rp, &e);
+		reject(c, e.status, e.reason, e.payload, e.payload_len);
 	}
+	/* The idle timer restarts when a request begins or ends, not on every read: a
+	 * request must be complete within http.idle_timeout_ms of its first byte, or a
+	 * client trickling a byte now and then would hold a connection for ever. */
+	if (http_reqparser_progress(&c->rp) != progress && !c->close_after_write)
+		uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms, 0);
 	if (c->close_after_write && c->reading) {
 		uv_read_stop(s);
 		c->reading = false;
@@ -699,8 +864,12 @@ static void on_idle_timeout(uv_timer_t *t)
 	}
 	if (c->srv->limits.collect_metrics)
 		metrics_add(METRIC_HTTP_IDLE_TIMEOUTS, 1);
-	if (c->in_message && !c->close_after_write) {
-		reject(c, 408, "request not completed within http.idle_timeout_ms");
+	if (http_reqparser_in_message(&c->rp) && !c->close_after_write) {
+		const char *partial;
+		size_t partial_len;
+		http_reqparser_partial(&c->rp, &partial, &partial_len);
+		reject(c, 408, "request not completed within http.idle_timeout_ms", partial,
+		       partial_len);
 		if (c->reading) {
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->reading = false;
@@ -735,6 +904,11 @@ static void refuse_connection(struct http_server *srv)
 static void on_connection(uv_stream_t *listener, int status)
 {
 	struct http_server *srv = listener->data;
+	const struct http_reqparser_limits limits = {
+	    .max_header_bytes = srv->limits.max_header_bytes,
+	    .max_url_bytes = srv->limits.max_url_bytes,
+	    .max_body_bytes = srv->limits.max_body_bytes,
+	};
 	struct http_conn *c;
 	int len = sizeof(struct sockaddr_storage);
 
@@ -767,13 +941,10 @@ static void on_connection(uv_stream_t *listener, int status)
 	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len);
 	if (net_ip_string((struct sockaddr *)&c->peer, c->peer_ip, sizeof(c->peer_ip)) < 0)
 		strcpy(c->peer_ip, "unknown");
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
-	c->cur_header = HDR_NONE;
+	http_reqparser_init(&c->rp, &limits, conn_on_request, conn_on_continue, c);
 	if (srv->limits.collect_metrics)
 		metrics_add(METRIC_HTTP_CONNECTIONS, 1);
-	uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms,
-	               srv->limits.idle_timeout_ms);
+	uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
 		conn_close(c);
 		return;
@@ -796,13 +967,6 @@ int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http
 	srv->handler = handler;
 	srv->reject = reject_fn;
 	srv->ud = ud;
-	srv->settings.on_message_begin = on_message_begin;
-	srv->settings.on_url = on_url;
-	srv->settings.on_header_field = on_header_field;
-	srv->settings.on_header_value = on_header_value;
-	srv->settings.on_headers_complete = on_headers_complete;
-	srv->settings.on_body = on_body;
-	srv->settings.on_message_complete = on_message_complete;
 	uv_tcp_init(loop, &srv->listener);
 	uv_timer_init(loop, &srv->drain_timer);
 	srv->listener.data = srv;
@@ -878,7 +1042,7 @@ void http_server_close(struct http_server *srv, uint64_t drain_timeout_ms, void 
 		next = c->next;
 		if (c->lingering)
 			continue;
-		if (c->in_message || unread_bytes(c)) {
+		if (http_reqparser_in_message(&c->rp) || unread_bytes(c)) {
 			/* A request is on its way: it is answered (with Connection: close, as
 			 * srv->closing is set) before the connection ends. */
 			continue;

@@ -94,9 +94,12 @@ static bool cookie_visitor_id(const struct config *cfg, const struct http_reques
                               const char **value, size_t *len)
 {
 	size_t name_len = strlen(cfg->http_cookie_name);
-	const char *p = req->cookie, *end = req->cookie + req->cookie_len;
+	const char *p = req->cookie, *end;
 
-	while (p && p < end) {
+	if (!p)
+		return false; /* and NULL + 0 would be undefined behaviour (UBSan aborts) */
+	end = p + req->cookie_len;
+	while (p < end) {
 		while (p < end && (*p == ' ' || *p == ';'))
 			p++;
 		const char *semi = memchr(p, ';', (size_t)(end - p));
@@ -481,38 +484,39 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		else
 			note_reject(tb, -EINVAL, "no beacon in request", NULL, 0);
 	} else {
+		/* http.c gives NULL for an empty body; pointer arithmetic on NULL is undefined
+		 * (UBSan aborts on it), so the decoders get "" instead. */
+		const char *body = req->body ? req->body : "";
 		enum body_kind kind = body_kind_of(req);
 		char err[160];
 		if (kind == BODY_UNSUPPORTED) {
-			note_reject(tb, -ENOTSUP, "unsupported Content-Type", req->body,
-			            req->body_len);
+			note_reject(tb, -ENOTSUP, "unsupported Content-Type", body, req->body_len);
 			respond_text(conn, 415, "unsupported Content-Type", headers, headers_len);
 			return;
 		}
 		if (kind == BODY_LINES &&
-		    count_lines(req->body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
-			note_reject(tb, -E2BIG, "more beacons than limits.max_batch", req->body,
+		    count_lines(body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
+			note_reject(tb, -E2BIG, "more beacons than limits.max_batch", body,
 			            req->body_len);
 			respond_text(conn, 413, "more beacons than limits.max_batch", headers,
 			             headers_len);
 			return;
 		}
 		if (kind == BODY_LINES) {
-			decode_lines(tb, req->body ? req->body : "", req->body_len, false);
+			decode_lines(tb, body, req->body_len, false);
 		} else {
-			int rc = beacon_decode_json(req->body ? req->body : "", req->body_len,
-			                            &tb->br, &ix->beacon, emit_json, reject_json,
-			                            tb, err, sizeof(err));
+			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
+			                            emit_json, reject_json, tb, err, sizeof(err));
 			if (rc == -E2BIG) {
-				note_reject(tb, rc, err, req->body, req->body_len);
+				note_reject(tb, rc, err, body, req->body_len);
 				respond_text(conn, 413, err, headers, headers_len);
 				return;
 			}
 			if (rc < 0)
-				note_reject(tb, rc, err, req->body, req->body_len);
+				note_reject(tb, rc, err, body, req->body_len);
 		}
 		if (tb->accepted + tb->rejected + tb->full + tb->failed == 0)
-			note_reject(tb, -EINVAL, "no beacon in request", req->body, req->body_len);
+			note_reject(tb, -EINVAL, "no beacon in request", body, req->body_len);
 	}
 	respond_batch(ix, conn, req, tb, pixel, headers, headers_len, sizeof(headers));
 }

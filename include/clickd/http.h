@@ -9,10 +9,15 @@
  * the handler sees a request. Memory: per connection one request buffer (URL, the headers
  * clickd reads, body), reused across requests and bounded by the limits, and two output
  * buffers; nothing is allocated per request once a connection is warm.
+ *
+ * The request parsing itself (http-parser callbacks assembling a struct http_request and
+ * enforcing the limits) is a separate piece with no sockets, struct http_reqparser below,
+ * so that a fuzzer can drive it from bytes (tests/fuzz/fuzz_http.c).
  */
 #ifndef CLICKD_HTTP_H
 #define CLICKD_HTTP_H
 
+#include <http_parser.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,7 +54,8 @@ struct http_request {
 	size_t forwarded_for_len;
 	const char *cors_request_headers;
 	size_t cors_request_headers_len;
-	bool gpc; /* Sec-GPC: 1 or DNT: 1 */
+	bool gpc;        /* Sec-GPC: 1 or DNT: 1 */
+	bool keep_alive; /* the client allows another request on the connection */
 	const struct sockaddr_storage *peer;
 	const char *peer_ip;    /* textual peer address */
 	int64_t received_at_ms; /* wall clock when the request's last bytes were read */
@@ -64,6 +70,116 @@ struct http_response {
 	const char *headers;
 	size_t headers_len;
 };
+
+/* ---- request parsing, without sockets ---- */
+
+struct http_reqparser_limits {
+	size_t max_header_bytes; /* URL plus header names and values (": ", CRLF): over it 431 */
+	size_t max_url_bytes;    /* request target: over it 414 */
+	size_t max_body_bytes;   /* body (Content-Length or chunked): over it 413 */
+};
+
+/* Called for each complete request, in order. req is the parser's and valid during the
+ * call only, like everything it points to (the parser's buffer); the callback may fill
+ * its connection fields (peer, peer_ip, received_at_ms) before handing it on. Returns 0
+ * to go on parsing, non-zero to stop: the bytes after this request are not parsed. */
+typedef int (*http_reqparser_request_fn)(void *ud, struct http_request *req);
+/* Called when a request's headers say "Expect: 100-continue" and its body may come. */
+typedef void (*http_reqparser_continue_fn)(void *ud);
+
+#define HTTP_REQPARSER_HEADERS 9 /* the headers clickd reads (http.c) */
+
+struct http_reqparser_span {
+	uint32_t off;
+	uint32_t len;
+	bool seen;
+};
+
+/*
+ * One connection's request parser. The caller owns the struct (embedded, not
+ * allocated); the parser owns `buf`: the URL, the values of the headers clickd reads and
+ * the body of the request being parsed, at offsets (it moves when it grows), grown as
+ * needed up to the sum of the limits and reused from one request to the next; released by
+ * http_reqparser_close. The fields are private: use the functions below (the fuzzer
+ * reads buf/len to check that requests point into it).
+ */
+struct http_reqparser {
+	http_parser parser;
+	struct http_reqparser_limits limits;
+	http_reqparser_request_fn on_request;
+	http_reqparser_continue_fn on_continue;
+	void *ud;
+
+	char *buf;
+	size_t len, cap;
+	size_t url_len;
+	size_t header_bytes;
+	struct http_reqparser_span headers[HTTP_REQPARSER_HEADERS];
+	char field[40];
+	size_t field_len;
+	int cur_header;    /* the kept header whose value is being read, or -1 */
+	int piece;         /* what the last header callback read: 0 none, 1 a name, 2 a value */
+	bool headers_done; /* fields after this are chunked trailers: counted, not kept */
+	size_t body_off, body_len;
+	bool body_started;
+	bool in_message;
+	enum http_req_method method; /* of the request being parsed */
+	uint64_t progress;           /* requests begun plus requests completed */
+	struct http_request req;     /* handed to on_request */
+
+	int result; /* 0, HTTP_REQPARSER_STOPPED or HTTP_REQPARSER_ERROR, sticky */
+	int error_status;
+	const char *error_reason;
+	const char *error_payload;
+	size_t error_payload_len;
+	char error_text[128];
+};
+
+#define HTTP_REQPARSER_STOPPED 1
+#define HTTP_REQPARSER_ERROR   (-1)
+
+/* What a failed parse answers with. */
+struct http_reqparser_error {
+	int status;          /* 400, 413, 414, 431, or 503 when out of memory */
+	const char *reason;  /* one line; valid until the parser is used again */
+	const char *payload; /* what was received of the bad request: the parser's buffer, or
+	                        for input that is not HTTP the data of the failing feed */
+	size_t payload_len;
+};
+
+/* Readies p for a connection. on_continue may be NULL; limits are copied. */
+void http_reqparser_init(struct http_reqparser *p, const struct http_reqparser_limits *limits,
+                         http_reqparser_request_fn on_request,
+                         http_reqparser_continue_fn on_continue, void *ud);
+
+/* Parses the next len bytes of the connection. Returns 0 when all were taken (the last
+ * request may be incomplete), HTTP_REQPARSER_STOPPED when on_request asked to stop, or
+ * HTTP_REQPARSER_ERROR when the input broke a limit or is not HTTP (see
+ * http_reqparser_error). Either end is final: later calls take nothing and return it. */
+int http_reqparser_feed(struct http_reqparser *p, const char *data, size_t len);
+
+/* Fills out after HTTP_REQPARSER_ERROR. */
+void http_reqparser_error(const struct http_reqparser *p, struct http_reqparser_error *out);
+
+/* True while a request has begun and is not complete. */
+bool http_reqparser_in_message(const struct http_reqparser *p);
+
+/* What was received of the request in progress (URL and kept header values and body as
+ * stored; borrowed), for the dead letter of a request that never completes. */
+void http_reqparser_partial(const struct http_reqparser *p, const char **data, size_t *len);
+
+/* Requests begun plus requests completed so far: when it changes, a request began or
+ * ended (the idle timer restarts then, not on every read). */
+uint64_t http_reqparser_progress(const struct http_reqparser *p);
+
+/* The method of the request being parsed (HTTP_REQ_OTHER before its request line): an
+ * error answer to a HEAD request carries no body. */
+enum http_req_method http_reqparser_method(const struct http_reqparser *p);
+
+/* Releases the buffer. p may be initialised again. */
+void http_reqparser_close(struct http_reqparser *p);
+
+/* ---- the server ---- */
 
 struct http_server;
 struct http_conn;

@@ -319,3 +319,104 @@ def kafka_consume(bootstrap, topic, expected, timeout=60, extra=None):
         if len(got) >= expected or time.monotonic() > deadline:
             return got
         time.sleep(0.5)
+
+
+# ---- raw HTTP (pipelining, half-sent requests, limits) ----
+
+def parse_responses(data, head_request=False):
+    """Parses every complete HTTP/1.1 response in `data` (bytes); returns (responses,
+    rest), rest being the bytes of an incomplete last response. Bodies are framed by
+    Content-Length (clickd always sends it); 1xx answers are returned too."""
+    out = []
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return out, data
+        head = data[:end].decode("latin-1").split("\r\n")
+        parts = head[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+            raise AssertionError("not an HTTP response: %r" % data[:200])
+        status = int(parts[1])
+        headers = []
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            headers.append((k.strip().lower(), v.strip()))
+        length = 0
+        for k, v in headers:
+            if k == "content-length":
+                length = int(v)
+        if head_request or status < 200 or status in (204, 304):
+            length = 0
+        body_start = end + 4
+        if len(data) < body_start + length:
+            return out, data
+        out.append(Response(status, headers, data[body_start:body_start + length]))
+        data = data[body_start + length:]
+
+
+def read_responses(sock, count, timeout=10):
+    """Reads from sock until `count` complete final (non-1xx) responses are in or the peer
+    closes; returns (responses, closed). Fails the test when the time is up first."""
+    deadline = time.monotonic() + scaled(timeout)
+    buf = b""
+    closed = False
+    while True:
+        got, _ = parse_responses(buf)
+        final = [r for r in got if r.status >= 200]
+        if len(final) >= count or closed:
+            return final, closed
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out after %.0f s waiting for %d responses; got %r"
+                                 % (scaled(timeout), count, buf[:500]))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        except socket.timeout:
+            continue
+        if not chunk:
+            closed = True
+        buf += chunk
+
+
+def wait_closed(sock, timeout=10):
+    """Reads until the peer closes (EOF or reset); returns what came before. Fails the test
+    when the connection is still open after the timeout."""
+    deadline = time.monotonic() + scaled(timeout)
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("connection still open after %.0f s; got %r"
+                                 % (scaled(timeout), buf[:500]))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return buf
+        except socket.timeout:
+            continue
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+# ---- unittest glue ----
+
+def start_for(test, settings=None, **kw):
+    """Starts a Clickd for a unittest.TestCase and makes sure it is stopped and its
+    directory removed when the test ends, whatever happens."""
+    c = Clickd(settings, **kw)
+    test.addCleanup(c.cleanup)
+    test.addCleanup(c.stop)
+    c.start()
+    return c
+
+
+def stop_ok(test, c, sig=signal.SIGTERM):
+    """Stops c with sig and fails the test unless it exits 0 (ASan/UBSan reports and
+    leaks make the exit code non-zero, so they fail here too)."""
+    code = c.stop(sig)
+    test.assertEqual(code, 0, "clickd exited with %r:\n%s" % (code, c.log()))

@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -702,6 +703,8 @@ static void conn_close(struct http_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->open--;
+	if (srv->limits.shared_open)
+		atomic_fetch_sub_explicit(srv->limits.shared_open, 1, memory_order_relaxed);
 	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 	if (srv->closing && srv->open == 0 && !uv_is_closing((uv_handle_t *)&srv->drain_timer))
@@ -901,6 +904,26 @@ static void refuse_connection(struct http_server *srv)
 	}
 }
 
+/* One more connection within max_connections (over every server sharing the budget)? */
+static bool take_connection_slot(struct http_server *srv)
+{
+	_Atomic size_t *shared = srv->limits.shared_open;
+
+	if (!shared)
+		return srv->open < srv->limits.max_connections;
+	if (atomic_fetch_add_explicit(shared, 1, memory_order_relaxed) <
+	    srv->limits.max_connections)
+		return true;
+	atomic_fetch_sub_explicit(shared, 1, memory_order_relaxed);
+	return false;
+}
+
+static void give_back_connection_slot(struct http_server *srv)
+{
+	if (srv->limits.shared_open)
+		atomic_fetch_sub_explicit(srv->limits.shared_open, 1, memory_order_relaxed);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
 	struct http_server *srv = listener->data;
@@ -914,13 +937,15 @@ static void on_connection(uv_stream_t *listener, int status)
 
 	if (status < 0 || srv->closing)
 		return;
-	if (srv->open >= srv->limits.max_connections) {
+	if (!take_connection_slot(srv)) {
 		refuse_connection(srv);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		give_back_connection_slot(srv);
 		return;
+	}
 	c->srv = srv;
 	uv_tcp_init(srv->loop, &c->tcp);
 	uv_timer_init(srv->loop, &c->timer);

@@ -88,6 +88,7 @@ struct daemon {
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t poll_timer;
 	uv_async_t done_async;
+	_Atomic size_t http_open; /* collect connections over all ingest threads */
 	_Atomic unsigned ingest_done;
 	_Atomic unsigned shards_done;
 	unsigned shards_started;
@@ -288,6 +289,7 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 	const struct config *cfg = &d->cfg;
 	struct http_limits collect = {
 	    .max_connections = (size_t)cfg->http_max_connections,
+	    .shared_open = &d->http_open,
 	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
 	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
 	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,

@@ -18,6 +18,7 @@
 #define CLICKD_HTTP_H
 
 #include <http_parser.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -194,6 +195,9 @@ typedef void (*http_reject_fn)(void *ud, int status, const char *reason, const c
 
 struct http_limits {
 	size_t max_connections;
+	/* Connections open over every server that shares this counter (the ingest threads'
+	 * servers share one budget of max_connections); NULL: this server's own count. */
+	_Atomic size_t *shared_open;
 	size_t max_header_bytes;
 	size_t max_url_bytes;
 	size_t max_body_bytes;

@@ -383,11 +383,8 @@ class MaxConnections(unittest.TestCase):
         # refusing is our trouble, not bad data: the tracker retries, nothing is dead-lettered
         self.assertEqual(c.records("dead_letters"), [])
 
-    # BUG (src/main.c, not fixed here): every ingest thread gets its own HTTP server with
-    # the whole http.max_connections, and each counts only its own connections, so with N
-    # ingest threads up to N x max_connections are open. Remove expectedFailure once the
-    # servers share one budget.
-    @unittest.expectedFailure
+    # Regression: every ingest thread has its own HTTP server; they share one budget of
+    # http.max_connections (it was N x max_connections with N threads).
     def test_max_connections_holds_across_ingest_threads(self):
         c = start_for(self, {"http.max_connections": "2", "pipeline.ingest_threads": "2"})
         socks = []

@@ -14,6 +14,7 @@
 #include "clickd/ring.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 struct ring_stress_item {
@@ -52,6 +53,11 @@ static void *ring_stress_producer(void *arg)
 	uint64_t seq = 0, rnd = 88172645463325252ULL;
 
 	while (seq < s->items) {
+		if (ring_claim(&s->r) == NULL) {
+			sched_yield(); /* full: let the consumer run */
+			continue;
+		}
+		ring_unclaim(&s->r);
 		rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
 		size_t n = (size_t)(rnd % 16) + 1;
 		if (seq + n > s->items)
@@ -87,6 +93,7 @@ static void *ring_stress_consumer(void *arg)
 			 * close can be missed. */
 			if (ring_producer_closed(&s->r) && ring_peek(&s->r, 1) == 0)
 				break;
+			sched_yield(); /* the producer may need this core */
 			continue;
 		}
 		for (size_t i = 0; i < n; i++)

@@ -180,6 +180,17 @@ static unsigned char ascii_lower(unsigned char c)
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
+static int hex_digit(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 static bool bytes_equal(const char *a, size_t a_len, const char *b)
 {
 	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
@@ -441,7 +452,8 @@ static int page_url_enrich(struct event *ev, char *scratch, size_t scratch_cap,
 	return click;
 }
 
-/* referrer_host: the referrer's host, lowercased (in the arena, which is ours). */
+/* referrer_host: the referrer's host, lowercased (in the arena, which is ours) and without
+ * the trailing dot of an absolute name, so "www.google.com." is Google like the rest. */
 static void referrer_host_set(struct event *ev, bool *full)
 {
 	struct url_parts ref;
@@ -451,6 +463,8 @@ static void referrer_host_set(struct event *ev, bool *full)
 
 	if (url == NULL || url_split(url, len, &ref) < 0)
 		return;
+	if (ref.host_len > 1 && ref.host[ref.host_len - 1] == '.')
+		ref.host_len--;
 	put(ev, EF_REFERRER_HOST, ref.host, ref.host_len, full);
 	if (!event_has(ev, EF_REFERRER_HOST))
 		return;
@@ -740,7 +754,7 @@ int beacon_decode_query(const char *q, size_t len, const struct beacon_request *
 
 	if (len > sizeof(scratch)) {
 		set_err(err, errlen, "beacon too large");
-		return -E2BIG;
+		return -ENOSPC; /* beacon.h: -E2BIG is too many fields, -ENOSPC too long */
 	}
 	fields_init(&fields, opt);
 	rc = url_query_parse(q, len, scratch, sizeof(scratch), query_field_cb, &ctx);
@@ -898,6 +912,92 @@ static int json_scalar_element(struct json_ctx *c)
 	return json_element_ends(c);
 }
 
+/*
+ * yajl 2.1 decodes \u escapes without checking surrogates: a high surrogate that no
+ * escape follows becomes '?' (and the character after it is lost), and one followed by
+ * any \u escape is merged with it into an unrelated code point. So the raw text of each
+ * string we take is checked here: a \uD800-\uDBFF must be followed at once by a
+ * \uDC00-\uDFFF, and a low surrogate must follow a high one. yajl's lexer has already
+ * checked that each \u has four hex digits.
+ */
+static bool json_surrogates_valid(const char *raw, size_t len)
+{
+	bool want_low = false;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned cp = 0;
+
+		if (raw[i] != '\\' || i + 1 >= len || raw[i + 1] != 'u') {
+			if (want_low)
+				return false;
+			if (raw[i] == '\\')
+				i++; /* a two-character escape: skip what it escapes */
+			continue;
+		}
+		if (len - i < 6)
+			return false;
+		for (size_t k = i + 2; k < i + 6; k++) {
+			int d = hex_digit((unsigned char)raw[k]);
+
+			if (d < 0)
+				return false;
+			cp = cp << 4 | (unsigned)d;
+		}
+		i += 5;
+		if (cp >= 0xD800 && cp <= 0xDBFF) {
+			if (want_low)
+				return false;
+			want_low = true;
+		} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+			if (!want_low)
+				return false;
+			want_low = false;
+		} else if (want_low) {
+			return false;
+		}
+	}
+	return !want_low;
+}
+
+/*
+ * The raw text (between the quotes) of the string token yajl has just reported. The whole
+ * body is parsed in one yajl_parse call, so yajl_get_bytes_consumed() is the offset just
+ * past its closing quote; the opening quote is the nearest earlier '"' that is not escaped
+ * (not preceded by an odd run of backslashes). False when that does not hold.
+ */
+static bool json_raw_string(const struct json_ctx *c, const char **raw, size_t *len)
+{
+	size_t end = yajl_get_bytes_consumed(c->h);
+	size_t q;
+
+	if (end < 2 || end > c->len || c->body[end - 1] != '"')
+		return false;
+	for (q = end - 1; q-- > 0;) {
+		size_t backslashes = 0;
+
+		if (c->body[q] != '"')
+			continue;
+		while (backslashes < q && c->body[q - 1 - backslashes] == '\\')
+			backslashes++;
+		if (backslashes % 2 == 0) {
+			*raw = c->body + q + 1;
+			*len = end - 1 - (q + 1);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* True when the string token just reported has no broken surrogate escapes. A token
+ * that cannot be found in the body is refused too: we cannot vouch for it. */
+static bool json_string_escapes_valid(const struct json_ctx *c)
+{
+	const char *raw;
+	size_t len;
+
+	return json_raw_string(c, &raw, &len) && json_surrogates_valid(raw, len);
+}
+
 static int json_field_value(struct json_ctx *c, const char *v, size_t len)
 {
 	char *copy;
@@ -963,9 +1063,13 @@ static int json_string(void *ctx, const unsigned char *s, size_t len)
 
 	if (c->depth == c->base)
 		return json_scalar_element(c);
-	if (json_at_field(c))
-		return json_field_value(c, (const char *)s, len);
-	return 1;
+	if (!json_at_field(c))
+		return 1;
+	if (!json_string_escapes_valid(c)) {
+		elem_fail(c, -EILSEQ, "field %s: not UTF-8 (broken surrogate escape)", c->key);
+		return 1;
+	}
+	return json_field_value(c, (const char *)s, len);
 }
 
 /* Keeps the key for messages when it is short printable ASCII, "?" otherwise. */
@@ -994,10 +1098,12 @@ static int json_map_key(void *ctx, const unsigned char *s, size_t len)
 	c->key_idx = field_lookup(k, len);
 	if (fields_count(&c->fields, c->elem_reason, sizeof(c->elem_reason)) < 0)
 		c->elem_rc = -E2BIG;
+	else if (len == 0) /* as on the query path ("=v"): one beacon, one rule */
+		elem_fail(c, -EINVAL, "empty field name");
 	else if (memchr(k, '\0', len) != NULL)
 		elem_fail(c, -EINVAL, "NUL in a field name");
-	else if (!url_utf8_valid(k, len))
-		elem_fail(c, -EILSEQ, "not UTF-8");
+	else if (!url_utf8_valid(k, len) || !json_string_escapes_valid(c))
+		elem_fail(c, -EILSEQ, "field name not UTF-8");
 	return 1;
 }
 

@@ -43,8 +43,9 @@ struct beacon_request {
 
 /* Decodes one beacon given as a query string (the part after '?', or one line of a
  * text/plain or form body) into *ev. Returns 0, or a negative code with a one-line reason
- * in err: -EINVAL malformed (bad escape, unknown e=, bad ts/rev, repeated field with
- * another value), -EILSEQ not UTF-8, -E2BIG too many fields, -ENOSPC strings too long. */
+ * in err: -EINVAL malformed (bad escape, empty field name, unknown e=, bad ts/rev, cur not
+ * three letters, repeated field with another value), -EILSEQ not UTF-8, -E2BIG too many
+ * fields, -ENOSPC strings too long (for the event, or the beacon for the decoder). */
 int beacon_decode_query(const char *q, size_t len, const struct beacon_request *req,
                         const struct beacon_options *opt, struct event *ev, char *err,
                         size_t errlen);
@@ -57,12 +58,16 @@ typedef int (*beacon_emit_fn)(void *ud, struct event *ev);
 typedef void (*beacon_reject_fn)(void *ud, const char *payload, size_t payload_len,
                                  const char *reason);
 
-/* Decodes a JSON body: one object, or an array of objects. Values may be strings or
- * numbers (ts, rev); nested objects/arrays inside a beacon are rejected for that beacon.
- * Each good beacon goes to emit, each bad element to reject. Returns 0 when the document
- * itself was well-formed (whatever its elements), -EINVAL with err filled when it is not
- * JSON (or not an object/array of objects, or deeper than max_json_depth), -E2BIG when
- * the array holds more than max_batch elements (nothing emitted then). */
+/* Decodes a JSON body: one object, or an array of objects. Values may be strings, numbers
+ * (ts, rev) or null (absent); booleans and nested objects/arrays inside a beacon are
+ * rejected for that beacon, and so are the field rules of the query path (empty field
+ * name, repeats, ...) and \u escapes that do not pair their UTF-16 surrogates (-EILSEQ).
+ * For an array, each good beacon goes to emit, each bad element to reject, and the call
+ * returns 0 when the document itself was well-formed (whatever its elements). A lone
+ * object is one beacon, like a query beacon: emitted, or its failure is the call's code
+ * with the reason in err (reject is not called). Otherwise -EINVAL with err filled when
+ * the body is not JSON (or not an object/array of objects, or deeper than max_json_depth),
+ * -E2BIG when the array holds more than max_batch elements; nothing is emitted then. */
 int beacon_decode_json(const char *body, size_t len, const struct beacon_request *req,
                        const struct beacon_options *opt, beacon_emit_fn emit,
                        beacon_reject_fn reject, void *ud, char *err, size_t errlen);

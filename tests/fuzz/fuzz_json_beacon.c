@@ -1,0 +1,239 @@
+/*
+ * fuzz_json_beacon.c - libFuzzer harness for beacon_decode_json, with small limits (8
+ * fields, 4 beacons, depth 4) so that the fuzzer reaches them.
+ *
+ * Invariants checked (abort on failure, so the fuzzer reports a crash):
+ *  - the call answers 0 or a documented code with a one-line reason; when it fails, no
+ *    callback has run (a refused batch emits nothing), and at most max_batch callbacks run;
+ *  - every emitted event keeps event.h's invariant (UTF-8, no NUL, inside its arena) and
+ *    serialises with record_event_json to JSON that yajl's validating parser accepts;
+ *  - every rejected payload lies inside the body and has a reason, and its dead-letter
+ *    record (record_dead_letter_json) is valid JSON; so is the dead letter of a body the
+ *    call refuses as a whole;
+ *  - the two decoders agree: a lone object of string and number fields that decodes is
+ *    re-encoded as a query string (every byte percent-encoded but the unreserved ones),
+ *    which must decode through beacon_decode_query to the very same record.
+ */
+#include "clickd/beacon.h"
+#include "clickd/event.h"
+#include "clickd/record.h"
+#include "clickd/url.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_tree.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+#define MAX_BATCH       4
+#define MAX_PAYLOAD     512
+#define DEAD_LETTER_CAP (6 * MAX_PAYLOAD + 1024)
+
+static char json[RECORD_EVENT_MAX_BYTES];
+
+static void check_json(const char *text)
+{
+	char err[128];
+	yajl_val v = yajl_tree_parse(text, err, sizeof(err));
+
+	if (v == NULL)
+		fprintf(stderr, "not JSON (%s): %s\n", err, text);
+	CHECK(v != NULL && YAJL_IS_OBJECT(v));
+	yajl_tree_free(v);
+}
+
+struct state {
+	const char *body;
+	size_t len;
+	size_t emits, rejects;
+	int record_len; /* record_event_json of the last emitted event */
+};
+
+static char emitted[RECORD_EVENT_MAX_BYTES];
+
+static int on_emit(void *ud, struct event *ev)
+{
+	struct state *s = ud;
+	int n;
+
+	s->emits++;
+	CHECK(ev->arena_used <= EVENT_ARENA_BYTES);
+	for (int f = 0; f < EF__COUNT; f++) {
+		size_t len;
+		const char *str = event_get(ev, (enum event_field)f, &len);
+
+		if (str == NULL)
+			continue;
+		CHECK(ev->str[f].off + len <= ev->arena_used);
+		CHECK(url_utf8_valid(str, len) && memchr(str, '\0', len) == NULL);
+	}
+	n = record_event_json(ev, json, sizeof(json));
+	CHECK(n > 0 && (size_t)n == strlen(json));
+	check_json(json);
+	memcpy(emitted, json, (size_t)n + 1);
+	s->record_len = n;
+	return 0;
+}
+
+static void dead_letter(const char *reason, const char *payload, size_t len)
+{
+	int n = record_dead_letter_json(1795426286123LL, reason, "native", "192.0.2.1", payload,
+	                                len, MAX_PAYLOAD, json, DEAD_LETTER_CAP);
+
+	CHECK(n > 0 && (size_t)n == strlen(json));
+	check_json(json);
+}
+
+static void on_reject(void *ud, const char *payload, size_t payload_len, const char *reason)
+{
+	struct state *s = ud;
+
+	s->rejects++;
+	CHECK(payload != NULL && payload >= s->body && payload_len <= s->len &&
+	      payload + payload_len <= s->body + s->len);
+	CHECK(reason != NULL && reason[0] != '\0' && strchr(reason, '\n') == NULL);
+	dead_letter(reason, payload, payload_len);
+}
+
+/* The query path takes at most this much (beacon.c's BEACON_MAX_BYTES). */
+#define QUERY_MAX_BYTES (2 * EVENT_ARENA_BYTES)
+
+struct query_buf {
+	char text[QUERY_MAX_BYTES];
+	size_t len;
+	bool overflow;
+};
+
+static void query_put(struct query_buf *q, const char *s, size_t len, bool encode)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bool plain = !encode || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		             (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+
+		if (q->len + 3 > sizeof(q->text)) {
+			q->overflow = true;
+			return;
+		}
+		if (plain) {
+			q->text[q->len++] = (char)c;
+		} else {
+			q->text[q->len++] = '%';
+			q->text[q->len++] = hex[c >> 4];
+			q->text[q->len++] = hex[c & 15];
+		}
+	}
+}
+
+/*
+ * Re-encodes a lone object, parsed with yajl's tree parser, as a query string. Returns
+ * false when the object holds anything but strings, numbers and nulls (null becomes a key
+ * without a value, absent like the JSON null) or does not fit the query path.
+ */
+static bool object_as_query(const char *body, size_t len, struct query_buf *q)
+{
+	char *copy = malloc(len + 1);
+	yajl_val v;
+	bool ok = true;
+
+	memcpy(copy, body, len);
+	copy[len] = '\0';
+	v = yajl_tree_parse(copy, NULL, 0);
+	free(copy);
+	if (v == NULL || !YAJL_IS_OBJECT(v)) {
+		yajl_tree_free(v);
+		return false;
+	}
+	q->len = 0;
+	q->overflow = false;
+	for (size_t i = 0; ok && i < v->u.object.len; i++) {
+		const char *key = v->u.object.keys[i];
+		yajl_val val = v->u.object.values[i];
+
+		if (i > 0)
+			query_put(q, "&", 1, false);
+		query_put(q, key, strlen(key), true);
+		if (YAJL_IS_STRING(val)) {
+			query_put(q, "=", 1, false);
+			query_put(q, val->u.string, strlen(val->u.string), true);
+		} else if (YAJL_IS_NUMBER(val)) {
+			query_put(q, "=", 1, false);
+			query_put(q, val->u.number.r, strlen(val->u.number.r), true);
+		} else if (!YAJL_IS_NULL(val)) {
+			ok = false;
+		}
+	}
+	yajl_tree_free(v);
+	return ok && !q->overflow;
+}
+
+static void check_same_as_query(const char *body, size_t len, const struct beacon_request *req,
+                                const struct beacon_options *opt, const char *record,
+                                int record_len)
+{
+	static struct query_buf q;
+	static struct event ev;
+	char err[160];
+	int rc, n;
+
+	if (!object_as_query(body, len, &q))
+		return;
+	rc = beacon_decode_query(q.text, q.len, req, opt, &ev, err, sizeof(err));
+	if (rc != 0)
+		fprintf(stderr, "query %.*s: %d %s\n", (int)q.len, q.text, rc, err);
+	CHECK(rc == 0);
+	n = record_event_json(&ev, json, sizeof(json));
+	if (n != record_len || memcmp(json, record, (size_t)n) != 0)
+		fprintf(stderr, "JSON path:  %s\nquery path: %s\n", record, json);
+	CHECK(n == record_len && memcmp(json, record, (size_t)n) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const struct beacon_request req = {
+	    .received_at_ms = 1795426286123LL,
+	    .client_ip = "192.0.2.77",
+	    .user_agent = "Mozilla/5.0 (compatible; Googlebot/2.1)",
+	    .user_agent_len = 39,
+	    .minted_visitor_id = "m-1",
+	    .minted_visitor_id_len = 3,
+	    .protocol = "native",
+	};
+	const struct beacon_options opt = {
+	    .anonymize_ip = true,
+	    .honor_gpc = true,
+	    .max_fields = 8,
+	    .max_batch = MAX_BATCH,
+	    .max_json_depth = 4,
+	};
+	struct state s = {.body = (const char *)data, .len = size};
+	char err[160];
+	int rc;
+
+	err[0] = '\0';
+	rc = beacon_decode_json(s.body, size, &req, &opt, on_emit, on_reject, &s, err, sizeof(err));
+	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || rc == -E2BIG || rc == -ENOSPC);
+	CHECK(s.emits + s.rejects <= MAX_BATCH);
+	if (rc != 0) {
+		CHECK(s.emits == 0 && s.rejects == 0);
+		CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
+		dead_letter(err, s.body, size);
+		return 0;
+	}
+	if (s.emits == 1 && s.rejects == 0 && size > 0 && memchr(s.body, '[', size) == NULL)
+		check_same_as_query(s.body, size, &req, &opt, emitted, s.record_len);
+	return 0;
+}

@@ -319,9 +319,10 @@ static void decode_lines(struct batch *b, const char *s, size_t len, bool allow_
 			n--;
 		if (n && allow_json && (p[0] == '{' || p[0] == '[')) {
 			char err[160];
-			if (beacon_decode_json(p, n, &b->br, &b->ix->beacon, emit_json, reject_json,
-			                       b, err, sizeof(err)) < 0)
-				note_reject(b, -EINVAL, err, p, n);
+			int rc = beacon_decode_json(p, n, &b->br, &b->ix->beacon, emit_json,
+			                            reject_json, b, err, sizeof(err));
+			if (rc < 0)
+				note_reject(b, rc, err, p, n); /* its own code: the reason class */
 		} else if (n) {
 			decode_query_beacon(b, p, n);
 		}

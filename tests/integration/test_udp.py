@@ -56,6 +56,17 @@ class Udp(unittest.TestCase):
         (e,) = c.records("events")
         self.assertNotIn("visitor_id", e)
 
+    def test_a_bad_json_line_is_dead_lettered_under_its_own_reason_class(self):
+        # Regression: the decoder's code was replaced by "malformed" for JSON lines.
+        c = start_for(self)
+        self.send_and_wait(c, [b'{"eid":"bad-utf8","en":"a\xffb"}\n'])
+        wait_for(lambda: c.metric('clickd_dead_letters_total{reason="not_utf8"}') == 1, 10,
+                 "a not_utf8 dead letter")
+        self.assertEqual(c.metric('clickd_dead_letters_total{reason="malformed"}'), 0)
+        stop_ok(self, c)
+        (d,) = c.records("dead_letters")
+        self.assertIn("UTF-8", d["reason"])
+
     def test_a_bad_line_is_dead_lettered_and_the_good_ones_kept(self):
         c = start_for(self)
         self.send_and_wait(c, ["eid=g-1&vid=v\neid=bad&e=nope\n{\"eid\":\"g-2\"}\n{oops\n"

@@ -27,7 +27,11 @@ int event_set(struct event *ev, enum event_field f, const char *s, size_t len)
 		ev->str[f].len = 0;
 		return 0;
 	}
-	if (len > (size_t)(EVENT_ARENA_BYTES - ev->arena_used))
+	size_t limit = f == EF_SESSION_ID || f == EF_CHANNEL
+	                   ? EVENT_ARENA_BYTES
+	                   : EVENT_ARENA_BYTES - EVENT_ARENA_RESERVE;
+
+	if (ev->arena_used > limit || len > limit - ev->arena_used)
 		return -ENOSPC;
 	memcpy(ev->arena + ev->arena_used, s, len);
 	ev->str[f].off = ev->arena_used;

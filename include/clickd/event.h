@@ -21,6 +21,11 @@
  * referrer and a user agent together; http.max_url_bytes is bounded by it. */
 #define EVENT_ARENA_BYTES 8192
 
+/* The last bytes of the arena are kept for what the shard adds to a decoded event:
+ * session_id (32) and channel (at most 25, "Mobile Push Notifications"). Decoders can fill
+ * only EVENT_ARENA_BYTES - EVENT_ARENA_RESERVE; those two fields may use the rest. */
+#define EVENT_ARENA_RESERVE 64
+
 enum event_type {
 	EVENT_PAGE_VIEW = 0, /* e=pv (default) */
 	EVENT_CUSTOM,        /* e=ev */
@@ -87,7 +92,8 @@ void event_init(struct event *ev);
 
 /* Copies `len` bytes into the arena as field `f` (replacing any earlier value; the old
  * bytes are not reclaimed). Returns 0, or -ENOSPC when the arena is full (field left
- * unchanged). len == 0 clears the field. */
+ * unchanged): for every field but EF_SESSION_ID and EF_CHANNEL, full means
+ * EVENT_ARENA_RESERVE bytes from the end. len == 0 clears the field. */
 int event_set(struct event *ev, enum event_field f, const char *s, size_t len);
 
 /* Borrowed view of field `f`: pointer into ev->arena (not NUL-terminated) and its length

@@ -48,9 +48,9 @@ Test(event, a_full_arena_refuses_and_keeps_the_old_value)
 	memset(big, 'a', sizeof(big));
 	event_init(&ev);
 	cr_assert_eq(event_set(&ev, EF_NAME, "n", 1), 0);
-	cr_assert_eq(event_set(&ev, EF_URL, big, sizeof(big)), -ENOSPC);
+	cr_assert_eq(event_set(&ev, EF_URL, big, sizeof(big) - EVENT_ARENA_RESERVE), -ENOSPC);
 	cr_assert(!event_has(&ev, EF_URL));
-	cr_assert_eq(event_set(&ev, EF_URL, big, sizeof(big) - 1), 0);
+	cr_assert_eq(event_set(&ev, EF_URL, big, sizeof(big) - EVENT_ARENA_RESERVE - 1), 0);
 	cr_assert_eq(event_set(&ev, EF_REFERRER, "r", 1), -ENOSPC);
 	event_get(&ev, EF_NAME, &len);
 	cr_assert_eq(len, 1);
@@ -86,4 +86,17 @@ Test(event, field_names_follow_the_contract)
 	cr_assert_str_eq(event_field_name(EF_CLICK_ID_TYPE), "click_id_type");
 	cr_assert_str_eq(event_field_name(EF_PROTOCOL), "protocol");
 	cr_assert_str_eq(event_type_name(EVENT_CONVERSION), "conversion");
+}
+
+Test(event, a_full_arena_still_has_room_for_the_session_and_the_channel)
+{
+		static char big[EVENT_ARENA_BYTES];
+
+	memset(big, 'u', sizeof(big));
+	event_init(&ev);
+	cr_assert_eq(event_set(&ev, EF_URL, big, EVENT_ARENA_BYTES - EVENT_ARENA_RESERVE), 0);
+	cr_assert_eq(event_set(&ev, EF_REFERRER, "x", 1), -ENOSPC, "decoders stop at the reserve");
+	cr_assert_eq(event_set(&ev, EF_SESSION_ID, big, 32), 0);
+	cr_assert_eq(event_set(&ev, EF_CHANNEL, "Mobile Push Notifications", 25), 0);
+	cr_assert_eq(ev.arena_used, EVENT_ARENA_BYTES - EVENT_ARENA_RESERVE + 57);
 }

@@ -888,7 +888,7 @@ static int json_element_ends(struct json_ctx *c)
 		return 1; /* a lone object: the caller emits once the document is whole */
 	if (c->elem_rc != 0) {
 		if (c->reject != NULL)
-			c->reject(c->ud, c->body + c->elem_start, end - c->elem_start,
+			c->reject(c->ud, c->elem_rc, c->body + c->elem_start, end - c->elem_start,
 			          c->elem_reason);
 		return 1;
 	}

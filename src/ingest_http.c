@@ -277,9 +277,10 @@ static int emit_json(void *ud, struct event *ev)
 	return submit(ud, ev);
 }
 
-static void reject_json(void *ud, const char *payload, size_t payload_len, const char *reason)
+static void reject_json(void *ud, int code, const char *payload, size_t payload_len,
+                        const char *reason)
 {
-	note_reject(ud, -EINVAL, reason, payload, payload_len);
+	note_reject(ud, code, reason, payload, payload_len);
 }
 
 static void decode_query_beacon(struct batch *b, const char *q, size_t len)

@@ -53,9 +53,11 @@ int beacon_decode_query(const char *q, size_t len, const struct beacon_request *
 /* Called for each beacon of a JSON body that decoded well. The event is borrowed: copy
  * what you keep. A non-zero return stops decoding and is returned. */
 typedef int (*beacon_emit_fn)(void *ud, struct event *ev);
-/* Called for each element of a JSON body that did not decode; payload is that element's
- * raw text (borrowed), reason a short static string such as "field ts: not a number". */
-typedef void (*beacon_reject_fn)(void *ud, const char *payload, size_t payload_len,
+/* Called for each element of a JSON body that did not decode; code is the decoder's
+ * negative code for it (as beacon_decode_query's: -EINVAL, -EILSEQ, -E2BIG, -ENOSPC),
+ * payload that element's raw text (borrowed), reason a short string such as
+ * "field ts: not a number". */
+typedef void (*beacon_reject_fn)(void *ud, int code, const char *payload, size_t payload_len,
                                  const char *reason);
 
 /* Decodes a JSON body: one object, or an array of objects. Values may be strings, numbers

@@ -17,7 +17,8 @@
 #include "clickd/beacon.h"
 #include "clickd/event.h"
 #include "clickd/record.h"
-#include "clickd/url.h"
+
+#include "fuzz_common.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -26,32 +27,11 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
 #define MAX_BATCH       4
 #define MAX_PAYLOAD     512
 #define DEAD_LETTER_CAP (6 * MAX_PAYLOAD + 1024)
 
 static char json[RECORD_EVENT_MAX_BYTES];
-
-static void check_json(const char *text)
-{
-	char err[128];
-	yajl_val v = yajl_tree_parse(text, err, sizeof(err));
-
-	if (v == NULL)
-		fprintf(stderr, "not JSON (%s): %s\n", err, text);
-	CHECK(v != NULL && YAJL_IS_OBJECT(v));
-	yajl_tree_free(v);
-}
 
 struct state {
 	const char *body;
@@ -65,44 +45,32 @@ static char emitted[RECORD_EVENT_MAX_BYTES];
 static int on_emit(void *ud, struct event *ev)
 {
 	struct state *s = ud;
-	int n;
 
 	s->emits++;
-	CHECK(ev->arena_used <= EVENT_ARENA_BYTES);
-	for (int f = 0; f < EF__COUNT; f++) {
-		size_t len;
-		const char *str = event_get(ev, (enum event_field)f, &len);
-
-		if (str == NULL)
-			continue;
-		CHECK(ev->str[f].off + len <= ev->arena_used);
-		CHECK(url_utf8_valid(str, len) && memchr(str, '\0', len) == NULL);
-	}
-	n = record_event_json(ev, json, sizeof(json));
-	CHECK(n > 0 && (size_t)n == strlen(json));
-	check_json(json);
-	memcpy(emitted, json, (size_t)n + 1);
-	s->record_len = n;
+	s->record_len = fuzz_check_event(ev, emitted, sizeof(emitted));
 	return 0;
 }
 
 static void dead_letter(const char *reason, const char *payload, size_t len)
 {
-	int n = record_dead_letter_json(1795426286123LL, reason, "native", "192.0.2.1", payload,
+	int n = record_dead_letter_json(FUZZ_RECEIVED_AT_MS, reason, "native", "192.0.2.1", payload,
 	                                len, MAX_PAYLOAD, json, DEAD_LETTER_CAP);
 
 	CHECK(n > 0 && (size_t)n == strlen(json));
-	check_json(json);
+	fuzz_check_json(json);
 }
 
-static void on_reject(void *ud, const char *payload, size_t payload_len, const char *reason)
+static void on_reject(void *ud, int code, const char *payload, size_t payload_len,
+                      const char *reason)
 {
 	struct state *s = ud;
 
 	s->rejects++;
+	CHECK(code < 0);
+	fuzz_check_beacon_result(code, reason);
 	CHECK(payload != NULL && payload >= s->body && payload_len <= s->len &&
 	      payload + payload_len <= s->body + s->len);
-	CHECK(reason != NULL && reason[0] != '\0' && strchr(reason, '\n') == NULL);
+	fuzz_check_reason(reason);
 	dead_letter(reason, payload, payload_len);
 }
 
@@ -187,7 +155,7 @@ static void check_same_as_query(const char *body, size_t len, const struct beaco
 	static struct query_buf q;
 	static struct event ev;
 	char err[160];
-	int rc, n;
+	int rc;
 
 	if (!object_as_query(body, len, &q))
 		return;
@@ -195,16 +163,13 @@ static void check_same_as_query(const char *body, size_t len, const struct beaco
 	if (rc != 0)
 		fprintf(stderr, "query %.*s: %d %s\n", (int)q.len, q.text, rc, err);
 	CHECK(rc == 0);
-	n = record_event_json(&ev, json, sizeof(json));
-	if (n != record_len || memcmp(json, record, (size_t)n) != 0)
-		fprintf(stderr, "JSON path:  %s\nquery path: %s\n", record, json);
-	CHECK(n == record_len && memcmp(json, record, (size_t)n) == 0);
+	fuzz_check_same_record(&ev, record, record_len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const struct beacon_request req = {
-	    .received_at_ms = 1795426286123LL,
+	    .received_at_ms = FUZZ_RECEIVED_AT_MS,
 	    .client_ip = "192.0.2.77",
 	    .user_agent = "Mozilla/5.0 (compatible; Googlebot/2.1)",
 	    .user_agent_len = 39,
@@ -225,11 +190,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	err[0] = '\0';
 	rc = beacon_decode_json(s.body, size, &req, &opt, on_emit, on_reject, &s, err, sizeof(err));
-	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || rc == -E2BIG || rc == -ENOSPC);
+	fuzz_check_beacon_result(rc, err);
 	CHECK(s.emits + s.rejects <= MAX_BATCH);
 	if (rc != 0) {
 		CHECK(s.emits == 0 && s.rejects == 0);
-		CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
 		dead_letter(err, s.body, size);
 		return 0;
 	}

@@ -19,28 +19,13 @@
 #include "clickd/record.h"
 #include "clickd/url.h"
 
+#include "fuzz_common.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_tree.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static void check_text(const char *s, size_t len)
-{
-	CHECK(url_utf8_valid(s, len));
-	CHECK(len == 0 || memchr(s, '\0', len) == NULL);
-}
 
 static void fuzz_decode(const char *in, size_t size, bool plus_is_space)
 {
@@ -57,7 +42,7 @@ static void fuzz_decode(const char *in, size_t size, bool plus_is_space)
 		for (size_t i = 0; i < size; i++)
 			escapes += in[i] == '%';
 		CHECK(n == size - 2 * escapes);
-		check_text(out, n);
+		fuzz_check_text(out, n);
 	}
 	if (size > 0)
 		memcpy(inplace, in, size);
@@ -143,8 +128,8 @@ static int query_pair(void *ud, const char *key, size_t key_len, const char *val
 	struct query_state *s = ud;
 
 	CHECK(key_len > 0);
-	check_text(key, key_len);
-	check_text(value, value_len);
+	fuzz_check_text(key, key_len);
+	fuzz_check_text(value, value_len);
 	CHECK(inside(key, key_len, s->scratch, s->cap));
 	CHECK(inside(value, value_len, s->scratch, s->cap));
 	if (s->pairs < MAX_KEPT) {
@@ -186,32 +171,6 @@ static int fuzz_query_parse(const char *in, size_t size)
 	return rc;
 }
 
-static void check_event(const struct event *ev)
-{
-	static char json[RECORD_EVENT_MAX_BYTES];
-	char err[128];
-	yajl_val v;
-	int n;
-
-	CHECK(ev->arena_used <= EVENT_ARENA_BYTES);
-	for (int f = 0; f < EF__COUNT; f++) {
-		size_t len;
-		const char *s = event_get(ev, (enum event_field)f, &len);
-
-		if (s == NULL)
-			continue;
-		CHECK(ev->str[f].off + len <= ev->arena_used);
-		check_text(s, len);
-	}
-	n = record_event_json(ev, json, sizeof(json));
-	CHECK(n > 0 && (size_t)n == strlen(json));
-	v = yajl_tree_parse(json, err, sizeof(err));
-	if (v == NULL)
-		fprintf(stderr, "not JSON (%s): %s\n", err, json);
-	CHECK(v != NULL && YAJL_IS_OBJECT(v));
-	yajl_tree_free(v);
-}
-
 static char record[RECORD_EVENT_MAX_BYTES];
 static int record_len;
 
@@ -225,7 +184,8 @@ static int json_emit(void *ud, struct event *ev)
 	return 0;
 }
 
-static void json_reject(void *ud, const char *payload, size_t payload_len, const char *reason)
+static void json_reject(void *ud, int code, const char *payload, size_t payload_len,
+                        const char *reason)
 {
 	CHECK(0); /* a lone object is never rejected element by element */
 }
@@ -234,9 +194,8 @@ static void json_reject(void *ud, const char *payload, size_t payload_len, const
 static void check_same_as_json(const struct event *ev, const struct beacon_request *req,
                                const struct beacon_options *opt)
 {
-	static char json[RECORD_EVENT_MAX_BYTES];
 	char err[160];
-	int emits = 0, rc, n;
+	int emits = 0, rc;
 
 	rc = beacon_decode_json(parsed.json.text, parsed.json.len, req, opt, json_emit, json_reject,
 	                        &emits, err, sizeof(err));
@@ -244,36 +203,32 @@ static void check_same_as_json(const struct event *ev, const struct beacon_reque
 		fprintf(stderr, "JSON %.*s: %d %s\n", (int)parsed.json.len, parsed.json.text, rc,
 		        err);
 	CHECK(rc == 0 && emits == 1);
-	n = record_event_json(ev, json, sizeof(json));
-	if (n != record_len || memcmp(json, record, (size_t)n) != 0)
-		fprintf(stderr, "query path: %s\nJSON path:  %s\n", json, record);
-	CHECK(n == record_len && memcmp(json, record, (size_t)n) == 0);
+	fuzz_check_same_record(ev, record, record_len);
 }
 
 static void fuzz_beacon(const char *in, size_t size, int parse_rc, const struct beacon_request *req,
                         const struct beacon_options *opt)
 {
 	static struct event ev;
+	static char query_record[RECORD_EVENT_MAX_BYTES];
 	char err[160];
 	int rc;
 
 	err[0] = '\0';
 	rc = beacon_decode_query(in, size, req, opt, &ev, err, sizeof(err));
-	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || rc == -E2BIG || rc == -ENOSPC);
+	fuzz_check_beacon_result(rc, err);
 	if (rc == 0) {
 		CHECK(parse_rc == 0);
-		check_event(&ev);
+		fuzz_check_event(&ev, query_record, sizeof(query_record));
 		check_same_as_json(&ev, req, opt);
-		return;
 	}
-	CHECK(err[0] != '\0' && strchr(err, '\n') == NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *in = (const char *)data;
 	const struct beacon_request browser = {
-	    .received_at_ms = 1795426286123LL,
+	    .received_at_ms = FUZZ_RECEIVED_AT_MS,
 	    .client_ip = "2001:db8:abcd:1234::1",
 	    .user_agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
 	    .user_agent_len = 45,

@@ -67,6 +67,16 @@ class Udp(unittest.TestCase):
         (d,) = c.records("dead_letters")
         self.assertIn("UTF-8", d["reason"])
 
+    def test_a_bad_array_element_is_dead_lettered_under_its_own_reason_class(self):
+        c = start_for(self)
+        self.send_and_wait(c, [b'[{"eid":"arr-ok","vid":"v"},{"eid":"arr-bad","en":"a\xffb"}]\n'])
+        wait_for(lambda: c.metric('clickd_dead_letters_total{reason="not_utf8"}') == 1, 10,
+                 "a not_utf8 dead letter")
+        stop_ok(self, c)
+        self.assertEqual(ids(c.records("events")), ["arr-ok"])
+        (d,) = c.records("dead_letters")
+        self.assertIn("arr-bad", d["payload"])
+
     def test_a_bad_line_is_dead_lettered_and_the_good_ones_kept(self):
         c = start_for(self)
         self.send_and_wait(c, ["eid=g-1&vid=v\neid=bad&e=nope\n{\"eid\":\"g-2\"}\n{oops\n"

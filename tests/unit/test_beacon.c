@@ -3,8 +3,9 @@
  * rev and cur, UTM tags and click IDs, the referrer and the source/medium rules of
  * CONTRACTS.md, the visitor, the IP and GPC, bots, limits, and the JSON path with its
  * per-element emit and reject. The cases live in tests/data/beacon_*.tsv (found through
- * CLICKD_TEST_DATA, which ctest sets); this file holds the table reader, the checks, and
- * the cases that are not table-shaped (sizes, callback returns, reading only len bytes).
+ * CLICKD_TEST_DATA, which ctest sets, and read with data_table.h); this file holds the
+ * checks, and the cases that are not table-shaped (sizes, callback returns, reading only len
+ * bytes).
  *
  * Every event decoded here is also serialised with record_event_json and parsed back with
  * yajl, and its strings are checked against event.h's invariant (UTF-8, no NUL).
@@ -14,150 +15,14 @@
 #include "clickd/record.h"
 #include "clickd/url.h"
 
+#include "data_table.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_tree.h>
-
-/* ------------------------------------------------------------------ the table reader */
-
-#define TABLE_MAX_COLUMNS 64
-
-struct table_row {
-	int line;
-	size_t columns;
-	char *col[TABLE_MAX_COLUMNS]; /* unescaped, NUL-terminated (may also hold NULs) */
-	size_t len[TABLE_MAX_COLUMNS];
-};
-
-struct table {
-	char name[64];
-	char *text;
-	size_t rows;
-	struct table_row *row;
-};
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* \t \n \r \\ and \xHH are escapes; any other backslash is kept. Returns the new length. */
-static size_t unescape(char *s, size_t len)
-{
-	size_t i = 0, n = 0;
-
-	while (i < len) {
-		if (s[i] == '\\' && i + 1 < len) {
-			char e = s[i + 1];
-
-			if (e == 't' || e == 'n' || e == 'r' || e == '\\') {
-				s[n++] = e == 't' ? '\t' : e == 'n' ? '\n' : e == 'r' ? '\r' : '\\';
-				i += 2;
-				continue;
-			}
-			if (e == 'x' && i + 3 < len && hex_digit(s[i + 2]) >= 0 &&
-			    hex_digit(s[i + 3]) >= 0) {
-				s[n++] = (char)(hex_digit(s[i + 2]) << 4 | hex_digit(s[i + 3]));
-				i += 4;
-				continue;
-			}
-		}
-		s[n++] = s[i++];
-	}
-	return n;
-}
-
-static void table_load(struct table *t, const char *name)
-{
-	const char *dir = getenv("CLICKD_TEST_DATA");
-	char path[1024];
-	FILE *f;
-	long size;
-	char *p, *end;
-
-	memset(t, 0, sizeof(*t));
-	snprintf(t->name, sizeof(t->name), "%s", name);
-	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data", name);
-	f = fopen(path, "rb");
-	cr_assert_not_null(f, "cannot open %s (is CLICKD_TEST_DATA set?)", path);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	t->text = malloc((size_t)size + 1);
-	cr_assert_not_null(t->text);
-	cr_assert_eq(fread(t->text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	t->text[size] = '\0';
-	t->row = calloc((size_t)size + 1, sizeof(*t->row)); /* at most one row per byte */
-	cr_assert_not_null(t->row);
-
-	p = t->text;
-	end = t->text + size;
-	for (int line = 1; p < end; line++) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
-		char *stop = nl ? nl : end;
-		struct table_row *r = &t->row[t->rows];
-
-		if (stop > p && p[0] != '#') {
-			char *c = p;
-
-			r->line = line;
-			for (;;) {
-				char *tab = memchr(c, '\t', (size_t)(stop - c));
-				char *cend = tab ? tab : stop;
-
-				cr_assert_lt(r->columns, TABLE_MAX_COLUMNS,
-				             "%s:%d: too many columns", name, line);
-				r->col[r->columns] = c;
-				r->len[r->columns] = unescape(c, (size_t)(cend - c));
-				c[r->len[r->columns]] = '\0';
-				r->columns++;
-				if (tab == NULL)
-					break;
-				c = tab + 1;
-			}
-			t->rows++;
-		}
-		p = stop + 1;
-	}
-	cr_assert_gt(t->rows, 0, "%s holds no cases", name);
-}
-
-static void table_free(struct table *t)
-{
-	free(t->row);
-	free(t->text);
-}
-
-static int result_code(const struct table *t, const struct table_row *r, const char *s)
-{
-	if (strcmp(s, "OK") == 0)
-		return 0;
-	if (strcmp(s, "EINVAL") == 0)
-		return -EINVAL;
-	if (strcmp(s, "EILSEQ") == 0)
-		return -EILSEQ;
-	if (strcmp(s, "ENOSPC") == 0)
-		return -ENOSPC;
-	if (strcmp(s, "E2BIG") == 0)
-		return -E2BIG;
-	cr_assert_fail("%s:%d: unknown result %s", t->name, r->line, s);
-	return 1;
-}
-
-static bool bytes_eq(const char *a, size_t a_len, const char *b, size_t b_len)
-{
-	return a_len == b_len && (a_len == 0 || memcmp(a, b, a_len) == 0);
-}
 
 /* ------------------------------------------------------------- requests and options */
 
@@ -360,6 +225,23 @@ static void expect_one_line_reason(const char *where, const char *err)
 	cr_expect_null(strchr(err, '\n'), "%s: reason is not one line: %s", where, err);
 }
 
+/* The columns a beacon_*.tsv case starts with: name, setup, input, result. Sets s up from
+ * the setup column and returns the result the case wants. */
+static int case_setup(struct table *t, struct table_row *r, const char *where, struct setup *s)
+{
+	cr_assert_geq(r->columns, 4, "%s: want at least 4 columns", where);
+	setup_parse(s, where, r->col[1]);
+	return table_result(t, r, 3);
+}
+
+/* A decoder's answer against the case's result; a refusal comes with a one-line reason. */
+static void expect_result(const char *where, int rc, int want, const char *err)
+{
+	cr_expect_eq(rc, want, "%s: rc %d, want %d (%s)", where, rc, want, err);
+	if (rc != 0)
+		expect_one_line_reason(where, err);
+}
+
 /* -------------------------------------------------------------------- the query path */
 
 Test(beacon, decodes_every_case_of_the_query_table)
@@ -367,23 +249,18 @@ Test(beacon, decodes_every_case_of_the_query_table)
 	static struct event ev;
 	struct table t;
 
-	table_load(&t, "beacon_query.tsv");
-	for (size_t i = 0; i < t.rows; i++) {
-		struct table_row *r = &t.row[i];
+	table_open(&t, "beacon_query.tsv");
+	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;) {
+		const char *where = table_where(&t, r);
 		struct setup s;
-		char where[160], err[160] = "";
+		char err[160] = "";
 		int rc, want;
 
-		snprintf(where, sizeof(where), "beacon_query.tsv:%d (%s)", r->line, r->col[0]);
-		cr_assert_geq(r->columns, 4, "%s: want at least 4 columns", where);
-		setup_parse(&s, where, r->col[1]);
-		want = result_code(&t, r, r->col[3]);
+		want = case_setup(&t, r, where, &s);
 		rc = beacon_decode_query(r->col[2], r->len[2], &s.req, &s.opt, &ev, err,
 		                         sizeof(err));
-		cr_expect_eq(rc, want, "%s: rc %d, want %d (%s)", where, rc, want, err);
-		if (rc != 0)
-			expect_one_line_reason(where, err);
-		else
+		expect_result(where, rc, want, err);
+		if (rc == 0)
 			expect_event_invariants(where, &ev);
 		for (size_t c = 4; c < r->columns; c++) {
 			if (starts_with(r->col[c], "err~"))
@@ -393,7 +270,7 @@ Test(beacon, decodes_every_case_of_the_query_table)
 				check_event(where, &ev, r->col[c], r->len[c]);
 		}
 	}
-	table_free(&t);
+	table_close(&t);
 }
 
 static char *repeat(const char *prefix, char c, size_t n, const char *suffix)
@@ -521,11 +398,14 @@ static int record_emit(void *ud, struct event *ev)
 	return x->emit_return;
 }
 
-static void record_reject(void *ud, const char *payload, size_t payload_len, const char *reason)
+static void record_reject(void *ud, int code, const char *payload, size_t payload_len,
+                          const char *reason)
 {
 	struct outcomes *x = ud;
 	struct outcome *o;
 
+	cr_assert(code == -EINVAL || code == -EILSEQ || code == -E2BIG || code == -ENOSPC,
+	          "a rejected element's code is a documented one: %d", code);
 	cr_assert_lt(x->n, MAX_OUTCOMES);
 	cr_assert(payload >= x->body && payload_len <= x->body_len &&
 	              payload + payload_len <= x->body + x->body_len,
@@ -598,21 +478,16 @@ Test(beacon, decodes_every_case_of_the_json_table)
 {
 	struct table t;
 
-	table_load(&t, "beacon_json.tsv");
-	for (size_t i = 0; i < t.rows; i++) {
-		struct table_row *r = &t.row[i];
+	table_open(&t, "beacon_json.tsv");
+	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;) {
+		const char *where = table_where(&t, r);
 		struct setup s;
-		char where[160], err[160] = "";
+		char err[160] = "";
 		int rc, want;
 
-		snprintf(where, sizeof(where), "beacon_json.tsv:%d (%s)", r->line, r->col[0]);
-		cr_assert_geq(r->columns, 4, "%s: want at least 4 columns", where);
-		setup_parse(&s, where, r->col[1]);
-		want = result_code(&t, r, r->col[3]);
+		want = case_setup(&t, r, where, &s);
 		rc = decode_json(r->col[2], r->len[2], &s, err, sizeof(err));
-		cr_expect_eq(rc, want, "%s: rc %d, want %d (%s)", where, rc, want, err);
-		if (rc != 0)
-			expect_one_line_reason(where, err);
+		expect_result(where, rc, want, err);
 		for (size_t k = 0; k < outcomes.n; k++) {
 			if (outcomes.o[k].emitted)
 				expect_event_invariants(where, &outcomes.o[k].ev);
@@ -622,7 +497,7 @@ Test(beacon, decodes_every_case_of_the_json_table)
 		}
 		check_outcomes(where, r, err);
 	}
-	table_free(&t);
+	table_close(&t);
 }
 
 Test(beacon, a_non_zero_emit_return_stops_a_json_array_and_is_returned)
@@ -723,17 +598,16 @@ Test(beacon, anonymizes_every_case_of_the_ip_table)
 {
 	struct table t;
 
-	table_load(&t, "beacon_anonymize_ip.tsv");
-	for (size_t i = 0; i < t.rows; i++) {
-		const struct table_row *r = &t.row[i];
+	table_open(&t, "beacon_anonymize_ip.tsv");
+	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;) {
 		char out[64];
 		size_t cap;
 		int n, want;
 
 		cr_assert_eq(r->columns, 5, "beacon_anonymize_ip.tsv:%d: want 5 columns", r->line);
-		cap = strcmp(r->col[2], "-") == 0 ? sizeof(out) : strtoul(r->col[2], NULL, 10);
+		cap = table_size_or(r, 2, sizeof(out));
 		cr_assert_leq(cap, sizeof(out));
-		want = result_code(&t, r, r->col[3]);
+		want = table_result(&t, r, 3);
 		n = beacon_anonymize_ip(r->col[1], out, cap);
 		if (want < 0) {
 			cr_expect_eq(n, want, "beacon_anonymize_ip.tsv:%d (%s): %d", r->line,
@@ -746,7 +620,7 @@ Test(beacon, anonymizes_every_case_of_the_ip_table)
 			cr_expect_str_eq(out, r->col[4], "beacon_anonymize_ip.tsv:%d (%s)", r->line,
 			                 r->col[0]);
 	}
-	table_free(&t);
+	table_close(&t);
 }
 
 Test(beacon, anonymizing_no_ip_is_invalid)

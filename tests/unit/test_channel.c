@@ -4,10 +4,12 @@
  * absent fields), the hand-written regexes, and the source-list loader (format, refusals
  * with file:line, bounds, the built-in lists, a directory replacing them).
  *
- * Data files are found through CLICKD_TEST_DATA and the repo through CLICKD_SOURCE_DIR,
- * which ctest sets.
+ * Data files are found through CLICKD_TEST_DATA (data_table.h reads channels.tsv) and the
+ * repo through CLICKD_SOURCE_DIR, which ctest sets.
  */
 #include "clickd/channel.h"
+
+#include "data_table.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -15,13 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *data_dir(void)
-{
-	const char *dir = getenv("CLICKD_TEST_DATA");
-
-	return dir ? dir : "tests/data";
-}
 
 static struct channel_lists *builtin(void)
 {
@@ -49,142 +44,55 @@ static enum channel channel_by_name(const char *name)
 
 /* ------------------------------------------------------------ the channels.tsv table */
 
-struct tsv_case {
-	int line;
-	char *field[3]; /* source, medium, campaign; unescaped, NUL-terminated */
-	size_t len[3];
-	enum channel expected;
-};
-
-struct tsv {
-	char *text;
-	size_t count;
-	struct tsv_case *cases;
-};
-
-/* \t \n \r and \\ are escapes in a column (for values no plain line can hold). */
-static size_t unescape(char *s, size_t len)
+/* A case: source, medium and campaign (an empty column is an absent field; escapes as in
+ * data_table.h), then the name of the channel they must get, which this returns. */
+static enum channel expected_channel(const struct table_row *r)
 {
-	size_t n = 0;
+	enum channel c;
 
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '\\' && i + 1 < len && strchr("tnr\\", s[i + 1])) {
-			char e = s[++i];
-
-			s[n++] = e == 't' ? '\t' : e == 'n' ? '\n' : e == 'r' ? '\r' : '\\';
-			continue;
-		}
-		s[n++] = s[i];
-	}
-	return n;
-}
-
-static void tsv_load(struct tsv *t)
-{
-	char path[1024];
-	FILE *f;
-	long size;
-	char *p, *end;
-
-	memset(t, 0, sizeof(*t));
-	snprintf(path, sizeof(path), "%s/channels.tsv", data_dir());
-	f = fopen(path, "rb");
-	cr_assert_not_null(f, "cannot open %s (is CLICKD_TEST_DATA set?)", path);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	t->text = malloc((size_t)size + 1);
-	cr_assert_not_null(t->text);
-	cr_assert_eq(fread(t->text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	t->text[size] = '\0';
-	t->cases = calloc((size_t)size + 1, sizeof(*t->cases));
-	cr_assert_not_null(t->cases);
-
-	p = t->text;
-	end = t->text + size;
-	for (int line = 1; p < end; line++) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
-		char *stop = nl ? nl : end;
-		struct tsv_case *c = &t->cases[t->count];
-		char *col[4];
-		int n = 0;
-
-		*stop = '\0';
-		if (stop == p || p[0] == '#') {
-			p = stop + 1;
-			continue;
-		}
-		for (char *s = p;; n++) {
-			char *tab = strchr(s, '\t');
-
-			cr_assert_lt(n, 4, "channels.tsv:%d: more than 4 columns", line);
-			col[n] = s;
-			if (!tab) {
-				n++;
-				break;
-			}
-			*tab = '\0';
-			s = tab + 1;
-		}
-		cr_assert_eq(n, 4, "channels.tsv:%d: %d columns, want 4", line, n);
-		c->line = line;
-		for (int i = 0; i < 3; i++) {
-			c->field[i] = col[i];
-			c->len[i] = unescape(col[i], strlen(col[i]));
-			col[i][c->len[i]] = '\0';
-		}
-		c->expected = channel_by_name(col[3]);
-		cr_assert_neq(c->expected, CHANNEL__COUNT, "channels.tsv:%d: no channel named '%s'",
-		              line, col[3]);
-		t->count++;
-		p = stop + 1;
-	}
-	cr_assert_gt(t->count, 0, "channels.tsv holds no cases");
-}
-
-static void tsv_free(struct tsv *t)
-{
-	free(t->cases);
-	free(t->text);
+	cr_assert_eq(r->columns, 4, "channels.tsv:%d: %zu columns, want 4", r->line, r->columns);
+	c = channel_by_name(r->col[3]);
+	cr_assert_neq(c, CHANNEL__COUNT, "channels.tsv:%d: no channel named '%s'", r->line,
+	              r->col[3]);
+	return c;
 }
 
 Test(channel, every_case_in_channels_tsv_gets_its_expected_channel)
 {
 	struct channel_lists *l = builtin();
-	struct tsv t;
+	struct table t;
 	int failures = 0;
 
-	tsv_load(&t);
-	for (size_t i = 0; i < t.count; i++) {
-		const struct tsv_case *c = &t.cases[i];
-		enum channel got = channel_classify(l, c->field[0], c->len[0], c->field[1],
-		                                    c->len[1], c->field[2], c->len[2]);
+	table_open(&t, "channels.tsv");
+	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;) {
+		enum channel want = expected_channel(r);
+		enum channel got = channel_classify(l, r->col[0], r->len[0], r->col[1], r->len[1],
+		                                    r->col[2], r->len[2]);
 
-		if (got != c->expected) {
+		if (got != want) {
 			failures++;
 			cr_log_error("channels.tsv:%d: '%s' / '%s' / '%s' gave %s, want %s",
-			             c->line, c->field[0], c->field[1], c->field[2],
-			             channel_name(got), channel_name(c->expected));
+			             r->line, r->col[0], r->col[1], r->col[2], channel_name(got),
+			             channel_name(want));
 		}
 	}
-	cr_expect_eq(failures, 0, "%d of %zu cases failed (see above)", failures, t.count);
-	tsv_free(&t);
+	cr_expect_eq(failures, 0, "%d of %zu cases failed (see above)", failures, t.rows);
+	table_close(&t);
 	channel_lists_free(l);
 }
 
 Test(channel, channels_tsv_covers_every_channel_at_least_twice)
 {
 	int seen[CHANNEL__COUNT] = {0};
-	struct tsv t;
+	struct table t;
 
-	tsv_load(&t);
-	for (size_t i = 0; i < t.count; i++)
-		seen[t.cases[i].expected]++;
+	table_open(&t, "channels.tsv");
+	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;)
+		seen[expected_channel(r)]++;
 	for (int c = 0; c < CHANNEL__COUNT; c++)
 		cr_expect_geq(seen[c], 2, "channels.tsv has %d case(s) for %s", seen[c],
 		              channel_name((enum channel)c));
-	tsv_free(&t);
+	table_close(&t);
 }
 
 /* ------------------------------------------------------------------------ the rules */
@@ -607,7 +515,7 @@ Test(channel, a_custom_dir_replaces_the_built_in_lists)
 	char dir[1024], err[256] = "";
 	struct channel_lists *l, *empty_dir;
 
-	snprintf(dir, sizeof(dir), "%s/channels_custom", data_dir());
+	snprintf(dir, sizeof(dir), "%s/channels_custom", table_data_dir());
 	l = channel_lists_new(dir, err, sizeof(err));
 	cr_assert_not_null(l, "%s", err);
 	for (int w = 0; w < CHANNEL_LIST__COUNT; w++)
@@ -633,12 +541,12 @@ Test(channel, a_missing_file_is_an_error_that_names_it)
 {
 	char dir[1024], err[512] = "";
 
-	snprintf(dir, sizeof(dir), "%s/channels_partial", data_dir());
+	snprintf(dir, sizeof(dir), "%s/channels_partial", table_data_dir());
 	cr_expect_null(channel_lists_new(dir, err, sizeof(err)));
 	cr_expect(strstr(err, "channels_partial/social.txt") != NULL, "%s", err);
 	cr_expect(strstr(err, "No such file") != NULL, "%s", err);
 
-	snprintf(dir, sizeof(dir), "%s/no_such_dir", data_dir());
+	snprintf(dir, sizeof(dir), "%s/no_such_dir", table_data_dir());
 	cr_expect_null(channel_lists_new(dir, err, sizeof(err)));
 	cr_expect(strstr(err, "no_such_dir/search.txt") != NULL, "%s", err);
 }
@@ -647,7 +555,7 @@ Test(channel, a_bad_entry_in_a_file_names_the_file_and_line)
 {
 	char dir[1024], err[512] = "";
 
-	snprintf(dir, sizeof(dir), "%s/channels_bad", data_dir());
+	snprintf(dir, sizeof(dir), "%s/channels_bad", table_data_dir());
 	cr_expect_null(channel_lists_new(dir, err, sizeof(err)));
 	cr_expect(strstr(err, "channels_bad/social.txt:4:") != NULL, "%s", err);
 	cr_expect(strstr(err, "'bad entry'") != NULL, "%s", err);

@@ -90,7 +90,7 @@ Test(event, field_names_follow_the_contract)
 
 Test(event, a_full_arena_still_has_room_for_the_session_and_the_channel)
 {
-		static char big[EVENT_ARENA_BYTES];
+	static char big[EVENT_ARENA_BYTES];
 
 	memset(big, 'u', sizeof(big));
 	event_init(&ev);

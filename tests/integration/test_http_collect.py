@@ -8,7 +8,8 @@ import socket
 import unittest
 import urllib.parse
 
-from clickd_harness import parse_responses, read_responses, start_for, stop_ok, wait_closed
+from clickd_harness import (parse_responses, read_responses, start_for, stop_ok, wait_closed,
+                            wait_for)
 
 PAGE = "https://shop.example/landing"
 
@@ -560,6 +561,9 @@ class AdminMetrics(unittest.TestCase):
             c.raw(req)
         r = c.post("/collect", "eid=m-3&vid=v\neid=m-4&vid=v\ne=bad", "text/plain")
         self.assertEqual(r.status, 204)
+        # Events are written by the shards after the answer: wait for them.
+        ev_out = 'clickd_records_out_total{sink="file",stream="events"}'
+        wait_for(lambda: c.metric(ev_out) - m0.get(ev_out, 0) >= 4, 10, "4 events written")
         m1 = c.metrics()
 
         def d(name):

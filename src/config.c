@@ -134,6 +134,11 @@ static const struct option options[] = {
      "Events one ring (one per ingest thread and shard) holds, a power of two. A full "
      "ring answers 503 (HTTP) or drops (UDP, counted). Memory: ingest_threads x shards x "
      "ring_slots x 8.1 KiB (8.1 MiB per ring at 1024)."},
+    {"pipeline.reorder_ms", INT(pipeline_reorder_ms), "50", 0, 10000, NULL, false,
+     "With several ingest threads, a shard merges its rings in the order beacons arrived, "
+     "holding each event this long so that an earlier beacon of the same visitor that "
+     "came in through another thread cannot be overtaken. 0: merge what is there, no "
+     "wait. Not used with one ingest thread."},
 
     {"dedup.window_s", INT(dedup_window_s), "3600", 1, 604800, NULL, false,
      "An event whose app_id and eid (or, without eid, whose whole decoded payload) was "

@@ -37,8 +37,7 @@ struct batch {
 	struct beacon_request br;
 	size_t accepted;
 	size_t rejected;
-	size_t full;   /* the sink said "try again" */
-	size_t failed; /* the sink failed */
+	size_t full; /* beacons refused: a ring was full (all of the batch then) */
 	bool set_cookie;
 	char visitor_id[VISITOR_ID_MAX + 1];
 	size_t visitor_id_len;
@@ -257,19 +256,30 @@ static void note_reject(struct batch *b, int code, const char *reason, const cha
 	                     payload_len);
 }
 
+/* A request's beacons are taken all or nothing (pipeline.h): once one did not fit, the
+ * rest are only counted, and batch_settle gives back what was claimed. */
 static int submit(struct batch *b, struct event *ev)
 {
-	int rc = pipeline_submit(b->ix->pl, ev);
-	if (rc == 0) {
+	if (b->full == 0 && pipeline_submit(b->ix->pl, ev) == 0) {
 		b->accepted++;
 		if (ev->set_visitor_cookie)
 			b->set_cookie = true;
-	} else if (rc == -EAGAIN) {
-		b->full++;
 	} else {
-		b->failed++;
+		b->full++;
 	}
 	return 0;
+}
+
+/* Publishes the batch's beacons, or, when one did not fit, none of them. */
+static void batch_settle(struct batch *b)
+{
+	if (b->full == 0) {
+		pipeline_commit(b->ix->pl);
+		return;
+	}
+	pipeline_abort(b->ix->pl);
+	b->full += b->accepted;
+	b->accepted = 0;
 }
 
 static int emit_json(void *ud, struct event *ev)
@@ -370,7 +380,7 @@ static void batch_init(struct batch *b, struct ingest *ix, const struct http_req
 
 	b->ix = ix;
 	b->req = req;
-	b->accepted = b->rejected = b->full = b->failed = 0;
+	b->accepted = b->rejected = b->full = 0;
 	b->set_cookie = false;
 	b->first_code = 0;
 	b->first_reason[0] = '\0';
@@ -424,16 +434,13 @@ static void respond_batch(struct ingest *ix, struct http_conn *conn, const struc
                           const struct batch *b, bool pixel, char *headers, size_t headers_len,
                           size_t headers_cap)
 {
-	if (b->full || b->failed) {
+	if (b->full) {
 		int w = snprintf(headers + headers_len, headers_cap - headers_len,
 		                 "Retry-After: %lld\r\n", (long long)ix->cfg->http_retry_after_s);
 		if (w > 0 && (size_t)w < headers_cap - headers_len)
 			headers_len += (size_t)w;
-		if (b->full)
-			metrics_add(METRIC_BACKPRESSURE_503, b->full);
-		respond_text(conn, 503,
-		             b->full ? "busy, retry later" : "sink unavailable, retry later",
-		             headers, headers_len);
+		metrics_add(METRIC_BACKPRESSURE_503, b->full);
+		respond_text(conn, 503, "busy, retry later", headers, headers_len);
 		return;
 	}
 	if (b->accepted == 0) {
@@ -510,6 +517,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
 			                            emit_json, reject_json, tb, err, sizeof(err));
 			if (rc == -E2BIG) {
+				pipeline_abort(ix->pl); /* nothing was emitted; to be sure */
 				note_reject(tb, rc, err, body, req->body_len);
 				respond_text(conn, 413, err, headers, headers_len);
 				return;
@@ -517,9 +525,10 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 			if (rc < 0)
 				note_reject(tb, rc, err, body, req->body_len);
 		}
-		if (tb->accepted + tb->rejected + tb->full + tb->failed == 0)
+		if (tb->accepted + tb->rejected + tb->full == 0)
 			note_reject(tb, -EINVAL, "no beacon in request", body, req->body_len);
 	}
+	batch_settle(tb);
 	respond_batch(ix, conn, req, tb, pixel, headers, headers_len, sizeof(headers));
 }
 
@@ -565,7 +574,7 @@ void ingest_decode_datagram(struct ingest *ix, const char *data, size_t len, int
 	req.peer_ip = peer_ip;
 	b.ix = ix;
 	b.req = &req;
-	b.accepted = b.rejected = b.full = b.failed = 0;
+	b.accepted = b.rejected = b.full = 0;
 	b.set_cookie = false;
 	memset(&b.br, 0, sizeof(b.br));
 	b.br.received_at_ms = received_at_ms;
@@ -573,6 +582,7 @@ void ingest_decode_datagram(struct ingest *ix, const char *data, size_t len, int
 	/* UDP beacons come from servers and relays, not from the visitor's browser: the
 	 * datagram's source is not the visitor's IP and there is no cookie to set. */
 	decode_lines(&b, data, len, true);
+	batch_settle(&b);
 	*accepted = b.accepted;
-	*dropped = b.full + b.failed;
+	*dropped = b.full;
 }

@@ -59,7 +59,8 @@ struct ingest_thread {
 	uv_loop_t loop;
 	uv_async_t stop_async;
 	uv_timer_t poll_timer;
-	struct sink *sink; /* dead letters: owned file sink, or the shared Kafka sink */
+	uv_check_t wake_check; /* once per loop turn: wake the shards that got events */
+	struct sink *sink;     /* dead letters: owned file sink, or the shared Kafka sink */
 	bool sink_owned;
 	struct pipeline *pl;
 	struct ingest ix;
@@ -197,6 +198,7 @@ static void ingest_thread_finish(struct ingest_thread *it)
 	}
 	uv_close((uv_handle_t *)&it->poll_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&it->stop_async, on_handle_closed);
+	uv_close((uv_handle_t *)&it->wake_check, on_handle_closed);
 }
 
 static void on_ingest_part_closed(void *arg)
@@ -225,6 +227,12 @@ static void on_ingest_stop(uv_async_t *a)
 		it->udp = NULL;
 	}
 	on_ingest_part_closed(it);
+}
+
+static void on_ingest_loop_turn(uv_check_t *c)
+{
+	struct ingest_thread *it = c->data;
+	pipeline_wake(it->pl);
 }
 
 static void on_ingest_poll(uv_timer_t *t)
@@ -318,6 +326,9 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 		return -1;
 	}
 	ingest_init(&it->ix, cfg, it->pl);
+	uv_check_init(&it->loop, &it->wake_check);
+	it->wake_check.data = it;
+	uv_check_start(&it->wake_check, on_ingest_loop_turn);
 	if (cfg->http_listen[0]) {
 		if (bind_listener(d, "http.listen", cfg->http_listen, false, http_port, &fd) < 0)
 			return -1;
@@ -410,6 +421,7 @@ static int shards_init(struct daemon *d)
 		                .max_visitors = per_shard_visitors ? per_shard_visitors : 1,
 		                .max_url_bytes = (size_t)cfg->session_max_url_bytes},
 		    .stop_timeout_ms = cfg->kafka_flush_timeout_ms,
+		    .reorder_us = cfg->pipeline_reorder_ms * 1000,
 		};
 		for (size_t i = 0; i < d->ingest_count; i++)
 			inputs[i] = &d->rings[i * d->shard_count + s];

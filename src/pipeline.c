@@ -20,6 +20,8 @@ struct pipeline {
 	struct ring *rings;    /* borrowed: shard_count rings */
 	struct shard **shards; /* owned array of borrowed shards */
 	size_t shard_count;
+	size_t submitted; /* since the last commit or abort */
+	bool *to_wake;    /* owned: shard_count flags */
 	struct sink *dead_letter_sink;
 	size_t dead_letter_payload_bytes;
 	int64_t last_failure_log_ms;
@@ -44,7 +46,8 @@ struct pipeline *pipeline_new(struct ring *rings, struct shard *const *shards, s
 	pl->buf_cap = dead_letter_cap(dead_letter_payload_bytes);
 	pl->buf = malloc(pl->buf_cap);
 	pl->shards = calloc(shard_count ? shard_count : 1, sizeof(*pl->shards));
-	if (!pl->buf || !pl->shards) {
+	pl->to_wake = calloc(shard_count ? shard_count : 1, sizeof(*pl->to_wake));
+	if (!pl->buf || !pl->shards || !pl->to_wake) {
 		pipeline_free(pl);
 		return NULL;
 	}
@@ -63,6 +66,7 @@ void pipeline_free(struct pipeline *pl)
 		return;
 	free(pl->buf);
 	free(pl->shards);
+	free(pl->to_wake);
 	free(pl);
 }
 
@@ -83,6 +87,13 @@ size_t pipeline_shard_of(const struct event *ev, size_t shard_count)
 	return (size_t)(XXH3_64bits_digest(&st) % shard_count);
 }
 
+static int64_t monotonic_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int pipeline_submit(struct pipeline *pl, const struct event *ev)
 {
 	size_t shard = pipeline_shard_of(ev, pl->shard_count);
@@ -91,17 +102,56 @@ int pipeline_submit(struct pipeline *pl, const struct event *ev)
 	if (!slot)
 		return -EAGAIN;
 	memcpy(slot, ev, offsetof(struct event, arena) + ev->arena_used);
-	ring_publish(&pl->rings[shard]);
-	shard_wake(pl->shards[shard]);
-	metrics_add(METRIC_EVENTS_IN, 1);
+	slot->order_us = monotonic_us();
+	pl->submitted++;
 	return 0;
+}
+
+size_t pipeline_commit(struct pipeline *pl)
+{
+	size_t n = 0;
+
+	if (pl->submitted == 0)
+		return 0;
+	for (size_t i = 0; i < pl->shard_count; i++) {
+		size_t k = ring_publish(&pl->rings[i]);
+		if (k) {
+			pl->to_wake[i] = true;
+			n += k;
+		}
+	}
+	pl->submitted = 0;
+	metrics_add(METRIC_EVENTS_IN, n);
+	return n;
+}
+
+size_t pipeline_abort(struct pipeline *pl)
+{
+	size_t n = pl->submitted;
+
+	for (size_t i = 0; i < pl->shard_count; i++)
+		ring_unclaim_all(&pl->rings[i]);
+	pl->submitted = 0;
+	return n;
+}
+
+void pipeline_wake(struct pipeline *pl)
+{
+	for (size_t i = 0; i < pl->shard_count; i++) {
+		if (pl->to_wake[i]) {
+			pl->to_wake[i] = false;
+			shard_wake(pl->shards[i]);
+		}
+	}
 }
 
 void pipeline_close(struct pipeline *pl)
 {
+	pipeline_commit(pl);
 	for (size_t i = 0; i < pl->shard_count; i++) {
 		ring_close_producer(&pl->rings[i]);
 		shard_wake(pl->shards[i]);
+		pl->to_wake[i] = false;
 	}
 }
 

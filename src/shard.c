@@ -34,7 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHARD_BATCH   64 /* events taken from one ring before looking at the next */
+#define SHARD_BATCH   64  /* events taken from one ring before looking at the next */
+#define MERGE_BUDGET  512 /* events merged from several rings in one drain */
 #define HELD_RETRY_MS 10
 #define KEY_MAX_BYTES (2 * EVENT_ARENA_BYTES + 1)
 
@@ -60,6 +61,10 @@ struct shard {
 	/* What was last added to the process-wide metrics (they get deltas). */
 	struct dedup_stats dedup_published;
 	struct session_stats session_published;
+
+	/* Several rings: events merged in order_us order (see shard_drain). */
+	size_t *pending;          /* owned: per ring, events seen but left for later */
+	int64_t next_eligible_us; /* when the oldest left event may go; 0: none left */
 
 	pthread_t thread;
 	bool started;
@@ -198,12 +203,90 @@ static void handle_event(struct shard *sh, struct event *ev)
 	emit(sh, SINK_EVENTS, sh->key, (size_t)key_len, sh->record, (size_t)len);
 }
 
+static int64_t monotonic_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static bool all_inputs_closed(struct shard *sh)
+{
+	for (size_t r = 0; r < sh->opt.input_count; r++)
+		if (!ring_producer_closed(sh->inputs[r]))
+			return false;
+	return true;
+}
+
+/*
+ * Several ingest threads feed a shard, one ring each, and a visitor's beacons may come
+ * through any of them (one connection each). Taking the rings one after the other would
+ * let a later beacon overtake an earlier one that was published a moment after the shard
+ * looked at its ring: enough to open a session with an internal page view before the
+ * campaign landing it followed. So the rings are merged by order_us (when ingest handed
+ * each event over; every ring is in that order), and an event goes only once it is
+ * reorder_us old: any event stamped before it has been published by then (publishing
+ * takes microseconds; reorder_us is a generous bound for a descheduled ingest thread),
+ * so it is in its ring and the merge takes it first. Once every ring is closed nothing
+ * more can come, and the rest goes at once.
+ */
+static size_t drain_merged(struct shard *sh)
+{
+	size_t n = sh->opt.input_count, total = 0;
+	size_t avail[64], idx[64];
+	int64_t horizon = all_inputs_closed(sh) ? INT64_MAX : monotonic_us() - sh->opt.reorder_us;
+
+	sh->next_eligible_us = 0;
+	for (size_t r = 0; r < n; r++) {
+		avail[r] = ring_peek(sh->inputs[r], SHARD_BATCH);
+		idx[r] = 0;
+	}
+	while (total < MERGE_BUDGET && sh->held_count == 0) {
+		size_t best = n;
+		int64_t best_order = INT64_MAX;
+
+		for (size_t r = 0; r < n; r++) {
+			const struct event *e;
+			if (idx[r] == avail[r])
+				continue;
+			e = ring_slot_read(sh->inputs[r], idx[r]);
+			if (e->order_us < best_order) {
+				best_order = e->order_us;
+				best = r;
+			}
+		}
+		if (best == n)
+			break;
+		if (best_order > horizon) {
+			sh->next_eligible_us = best_order + sh->opt.reorder_us;
+			break;
+		}
+		handle_event(sh, ring_slot_read(sh->inputs[best], idx[best]));
+		total++;
+		if (++idx[best] == avail[best]) {
+			/* This ring's batch is used up: look at what it has next before merging on.
+			 */
+			ring_release(sh->inputs[best], idx[best]);
+			idx[best] = 0;
+			avail[best] = ring_peek(sh->inputs[best], SHARD_BATCH);
+		}
+	}
+	for (size_t r = 0; r < n; r++) {
+		if (idx[r])
+			ring_release(sh->inputs[r], idx[r]);
+		sh->pending[r] = ring_peek(sh->inputs[r], SIZE_MAX);
+	}
+	return total;
+}
+
 size_t shard_drain(struct shard *sh)
 {
 	size_t total = 0;
 
 	if (sh->held_count > 0)
 		return 0;
+	if (sh->opt.input_count > 1)
+		return drain_merged(sh);
 	for (size_t r = 0; r < sh->opt.input_count; r++) {
 		struct ring *ring = sh->inputs[r];
 		size_t n = ring_peek(ring, SHARD_BATCH);
@@ -293,17 +376,18 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t value, const struct t
 	return syscall(SYS_futex, (uint32_t *)word, op, value, timeout, NULL, 0);
 }
 
+/* Is there something the last drain did not see: new events, or every ring closed? */
 static bool any_input_ready(struct shard *sh)
 {
 	for (size_t r = 0; r < sh->opt.input_count; r++)
-		if (ring_peek(sh->inputs[r], 1) != 0 || ring_producer_closed(sh->inputs[r]))
+		if (ring_peek(sh->inputs[r], SIZE_MAX) > sh->pending[r])
 			return true;
-	return false;
+	return all_inputs_closed(sh);
 }
 
-static void shard_sleep(struct shard *sh, int64_t ms)
+static void shard_sleep(struct shard *sh, int64_t us)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
 
 	atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
@@ -341,11 +425,16 @@ static void *shard_main(void *arg)
 				next_tick = now + SHARD_TICK_MS;
 			sh->next_retry_ms = now + HELD_RETRY_MS;
 		}
+		int64_t wait_us;
+
 		if (n > 0)
 			continue;
 		if (sh->held_count == 0 && shard_inputs_done(sh))
 			break;
-		shard_sleep(sh, sh->held_count > 0 ? HELD_RETRY_MS : next_tick - now);
+		wait_us = sh->held_count > 0 ? HELD_RETRY_MS * 1000 : (next_tick - now) * 1000;
+		if (sh->next_eligible_us > 0 && sh->next_eligible_us - monotonic_us() < wait_us)
+			wait_us = sh->next_eligible_us - monotonic_us();
+		shard_sleep(sh, wait_us > 0 ? wait_us : 0);
 	}
 	shard_finish(sh);
 	if (sh->done)
@@ -383,10 +472,16 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 	if (!sh)
 		goto nomem;
 	sh->opt = *opt;
+	if (opt->input_count > 64) {
+		snprintf(err, errlen, "shard %u: more than 64 input rings", opt->index);
+		free(sh);
+		return NULL;
+	}
 	sh->inputs = calloc(opt->input_count ? opt->input_count : 1, sizeof(*sh->inputs));
+	sh->pending = calloc(opt->input_count ? opt->input_count : 1, sizeof(*sh->pending));
 	sh->record = malloc(RECORD_EVENT_MAX_BYTES);
 	sh->key = malloc(KEY_MAX_BYTES);
-	if (!sh->inputs || !sh->record || !sh->key)
+	if (!sh->inputs || !sh->pending || !sh->record || !sh->key)
 		goto nomem;
 	for (size_t i = 0; i < opt->input_count; i++)
 		sh->inputs[i] = opt->inputs[i];
@@ -422,6 +517,7 @@ void shard_free(struct shard *sh)
 	dedup_free(sh->dedup);
 	session_table_free(sh->sessions);
 	free(sh->inputs);
+	free(sh->pending);
 	free(sh->record);
 	free(sh->key);
 	free(sh->held);

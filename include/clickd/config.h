@@ -74,6 +74,7 @@ struct config {
 	int64_t pipeline_ingest_threads; /* 0: derived from the cores (config_threads) */
 	int64_t pipeline_shards;
 	int64_t pipeline_ring_slots;
+	int64_t pipeline_reorder_ms;
 	int64_t dedup_window_s;
 	int64_t dedup_max_entries;
 	int64_t session_timeout_s;

@@ -79,7 +79,10 @@ struct event {
 	bool visitor_from_cookie; /* visitor_id came from (or was minted for) our cookie */
 	bool set_visitor_cookie;  /* ingest must answer with Set-Cookie for visitor_id */
 	double revenue;
-	uint32_t session_index; /* 0 = not yet assigned (pipeline issue) */
+	uint32_t session_index; /* 0 = not yet assigned (the shard sets it) */
+	/* CLOCK_MONOTONIC microseconds when ingest handed the event to the pipeline: the
+	 * shard merges its rings in this order (not written to records). */
+	int64_t order_us;
 	uint16_t arena_used;
 	struct event_str str[EF__COUNT];
 	char arena[EVENT_ARENA_BYTES];

@@ -3,10 +3,16 @@
  * decoded.
  *
  * Events go to the shard that owns their visitor, shard = XXH3-64(visitor key) % shards,
- * through this thread's ring to that shard (one SPSC ring per ingest thread and shard):
- * claimed, copied in (the event's header and the used part of its arena, never a malloc),
- * published and the shard woken. A full ring is back-pressure: pipeline_submit answers
- * -EAGAIN and ingest answers 503 (HTTP) or counts a drop (UDP).
+ * through this thread's ring to that shard (one SPSC ring per ingest thread and shard).
+ * A request's events are taken all or nothing: pipeline_submit claims a slot and copies
+ * the event in (its header and the used part of its arena, never a malloc), then
+ * pipeline_commit publishes them all at once, or pipeline_abort gives every slot back
+ * when one did not fit. So a 503 means nothing of the request was taken, and the
+ * tracker's retry cannot duplicate anything. A full ring is back-pressure: -EAGAIN, and
+ * ingest answers 503 (HTTP) or holds the datagram (UDP).
+ *
+ * Waking: commit marks the shards it published to; pipeline_wake, called once per turn of
+ * the ingest loop, wakes them, so a burst of requests costs one wake-up per shard.
  *
  * Dead letters do not cross a ring: they are written by the ingest thread to its own
  * dead-letter sink (its own file sink, or the shared Kafka sink).
@@ -38,10 +44,21 @@ void pipeline_free(struct pipeline *pl);
 /* The shard an event belongs to: XXH3-64 of its visitor key, modulo shard_count. */
 size_t pipeline_shard_of(const struct event *ev, size_t shard_count);
 
-/* Puts one event into its shard's ring. Returns 0 (accepted: counted in
- * clickd_events_in_total) or -EAGAIN (the ring is full: answer 503 / count a UDP drop).
- * The event is borrowed (copied). */
+/* Copies one event into a claimed slot of its shard's ring, not yet visible to the shard.
+ * Returns 0, or -EAGAIN when the ring is full (then abort the batch). The event is
+ * borrowed (copied). */
 int pipeline_submit(struct pipeline *pl, const struct event *ev);
+
+/* Publishes every event submitted since the last commit or abort (counted in
+ * clickd_events_in_total) and marks their shards for pipeline_wake. Returns how many. */
+size_t pipeline_commit(struct pipeline *pl);
+
+/* Gives back every slot claimed since the last commit or abort: none of those events is
+ * taken. Returns how many. */
+size_t pipeline_abort(struct pipeline *pl);
+
+/* Wakes the shards that got events since the last call. */
+void pipeline_wake(struct pipeline *pl);
 
 /* The producer's end: closes this thread's rings (after their last events) and wakes the
  * shards, so they finish once every ingest thread has closed. */

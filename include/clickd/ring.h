@@ -97,6 +97,13 @@ static inline void ring_unclaim(struct ring *r)
 		r->claimed--;
 }
 
+/* Gives back every claimed slot (none was published): an all-or-nothing batch that
+ * could not be taken whole. */
+static inline void ring_unclaim_all(struct ring *r)
+{
+	r->claimed = 0;
+}
+
 /* Makes every claimed slot visible to the consumer, in claim order. Returns how many. */
 static inline size_t ring_publish(struct ring *r)
 {

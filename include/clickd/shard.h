@@ -49,6 +49,10 @@ struct shard_options {
 	int64_t dedup_window_ms;
 	struct session_options session;
 	int64_t stop_timeout_ms; /* at stop, how long held records may wait for the sink */
+	/* With several input rings, an event waits until it is this old (µs since ingest
+	 * handed it over) before it is merged, so no earlier one can still be on its way
+	 * (pipeline.reorder_ms). Not used with one ring. */
+	int64_t reorder_us;
 };
 
 struct shard;

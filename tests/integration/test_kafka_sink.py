@@ -8,6 +8,7 @@ and bad beacons are in the dead-letter topic with their reason.
 import http.client
 import json
 import threading
+import time
 import unittest
 import uuid
 from urllib.parse import quote
@@ -46,15 +47,23 @@ class KafkaSinkTest(unittest.TestCase):
         finally:
             self.clickd.cleanup()
 
+    retries = 0
+
     def send_range(self, start, stop, statuses):
         conn = http.client.HTTPConnection("127.0.0.1", self.clickd.http_port,
                                           timeout=h.scaled(30))
         try:
             for i in range(start, stop):
-                conn.request("GET", beacon_path(i, self.run_id))
-                r = conn.getresponse()
-                r.read()
-                statuses[i] = r.status
+                # As a tracker does: 503 (back-pressure, nothing taken) means retry later.
+                for _ in range(200):
+                    conn.request("GET", beacon_path(i, self.run_id))
+                    r = conn.getresponse()
+                    r.read()
+                    statuses[i] = r.status
+                    if r.status != 503:
+                        break
+                    self.retries += 1
+                    time.sleep(0.05)
         finally:
             conn.close()
 
@@ -69,6 +78,7 @@ class KafkaSinkTest(unittest.TestCase):
             t.join()
         self.assertEqual(statuses.count(204), BEACONS,
                          "answers other than 204: %r" % sorted(set(statuses)))
+        print("retries after 503: %d" % self.retries)
 
         # Two bad beacons: dead letters with their reasons.
         self.assertEqual(self.clickd.get("/collect?eid=bad-1&e=nope").status, 400)

@@ -87,10 +87,15 @@ struct producer {
 	struct pipeline *pl;
 };
 
+/* One event per batch: submitted, committed and its shard woken; retried while full. */
 static void submit(struct pipeline *pl, const struct event *ev)
 {
-	while (pipeline_submit(pl, ev) == -EAGAIN)
+	while (pipeline_submit(pl, ev) == -EAGAIN) {
+		pipeline_abort(pl);
 		sched_yield();
+	}
+	pipeline_commit(pl);
+	pipeline_wake(pl);
 }
 
 static void *produce(void *arg)

@@ -68,6 +68,8 @@ Test(pipeline, an_event_goes_whole_to_the_ring_of_its_visitors_shard)
 	size_t len;
 
 	cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	cr_assert_eq(ring_peek(&rings[shard], 10), 0, "not visible before the commit");
+	cr_assert_eq(pipeline_commit(pl), 1);
 	cr_assert_eq(metrics_get(METRIC_EVENTS_IN), before + 1);
 	for (size_t i = 0; i < SHARDS; i++)
 		cr_assert_eq(ring_peek(&rings[i], 10), i == shard ? 1u : 0u);
@@ -104,8 +106,41 @@ Test(pipeline, a_full_ring_is_passed_back_as_try_again_and_not_counted)
 
 	for (int i = 0; i < 8; i++)
 		cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	cr_assert_eq(pipeline_commit(pl), 8);
 	cr_assert_eq(pipeline_submit(pl, &ev), -EAGAIN);
+	cr_assert_eq(pipeline_abort(pl), 0);
 	cr_assert_eq(metrics_get(METRIC_EVENTS_IN), before + 8);
+	pipeline_free(pl);
+}
+
+Test(pipeline, a_batch_that_does_not_fit_whole_is_taken_not_at_all)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
+	size_t shard = pipeline_shard_of(&ev, SHARDS);
+	static struct event other;
+	size_t other_shard;
+	char vid[16];
+	int i = 0;
+
+	/* An event of another shard first, then the first one's ring overflows. */
+	event_init(&other);
+	do {
+		int n = snprintf(vid, sizeof(vid), "w%d", i++);
+		event_set(&other, EF_VISITOR_ID, vid, (size_t)n);
+		other_shard = pipeline_shard_of(&other, SHARDS);
+	} while (other_shard == shard);
+	cr_assert_eq(pipeline_submit(pl, &other), 0);
+	for (i = 0; i < 8; i++)
+		cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	cr_assert_eq(pipeline_submit(pl, &ev), -EAGAIN);
+	cr_assert_eq(pipeline_abort(pl), 9);
+	cr_assert_eq(pipeline_commit(pl), 0, "nothing left to publish");
+	for (size_t s = 0; s < SHARDS; s++)
+		cr_assert_eq(ring_peek(&rings[s], 10), 0, "shard %zu got part of the batch", s);
+	/* The slots are free again: the whole ring takes a new batch. */
+	for (i = 0; i < 8; i++)
+		cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	cr_assert_eq(pipeline_commit(pl), 8);
 	pipeline_free(pl);
 }
 
@@ -114,7 +149,7 @@ Test(pipeline, closing_closes_every_ring_after_its_events)
 	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
 
 	cr_assert_eq(pipeline_submit(pl, &ev), 0);
-	pipeline_close(pl);
+	pipeline_close(pl); /* commits what was submitted */
 	for (int i = 0; i < SHARDS; i++)
 		cr_assert(ring_producer_closed(&rings[i]));
 	cr_assert_eq(ring_peek(&rings[pipeline_shard_of(&ev, SHARDS)], 10), 1);

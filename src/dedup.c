@@ -156,10 +156,13 @@ bool dedup_seen(struct dedup *d, uint64_t fp, int64_t now_ms)
 	return false;
 }
 
-void dedup_get_stats(const struct dedup *d, struct dedup_stats *out)
+void dedup_get_stats(const struct dedup *d, int64_t now_ms, struct dedup_stats *out)
 {
 	*out = d->stats;
 	out->entries = d->count;
+	out->covered_ms = d->window_ms;
+	if (d->count == d->max_entries && now_ms - d->fifo[d->fifo_head].seen_ms < d->window_ms)
+		out->covered_ms = now_ms - d->fifo[d->fifo_head].seen_ms;
 }
 
 uint64_t dedup_fingerprint(const struct event *ev)

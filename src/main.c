@@ -524,9 +524,15 @@ static void on_poll_timer(uv_timer_t *t)
 
 	if (d->kafka)
 		d->kafka->ops->poll(d->kafka, wall_clock_ms());
+	int64_t covered = d->cfg.dedup_window_s * 1000;
+
 	for (size_t i = 0; i < n; i++)
 		waiting += (int64_t)ring_fill(&d->rings[i]);
 	metrics_gauge_set(GAUGE_RING_EVENTS, waiting);
+	for (size_t s = 0; s < d->shard_count; s++)
+		if (shard_dedup_covered_ms(d->shards[s]) < covered)
+			covered = shard_dedup_covered_ms(d->shards[s]);
+	metrics_gauge_set(GAUGE_DEDUP_COVERED, covered / 1000);
 }
 
 /* ---- start ---- */

@@ -66,6 +66,8 @@ struct shard {
 	size_t *pending;          /* owned: per ring, events seen but left for later */
 	int64_t next_eligible_us; /* when the oldest left event may go; 0: none left */
 
+	_Atomic int64_t dedup_covered_ms; /* read by the main thread for the gauge */
+
 	pthread_t thread;
 	bool started;
 	_Atomic uint32_t sleeping; /* the futex word */
@@ -318,7 +320,8 @@ static void publish_stats(struct shard *sh)
 	struct dedup_stats *pd = &sh->dedup_published;
 	struct session_stats *ps = &sh->session_published;
 
-	dedup_get_stats(sh->dedup, &d);
+	dedup_get_stats(sh->dedup, wall_clock_ms(), &d);
+	atomic_store_explicit(&sh->dedup_covered_ms, d.covered_ms, memory_order_relaxed);
 	session_get_stats(sh->sessions, &s);
 	metrics_add(METRIC_DUPLICATES, d.duplicates - pd->duplicates);
 	metrics_add(METRIC_DEDUP_EVICTED, d.evicted - pd->evicted);
@@ -455,6 +458,11 @@ int shard_start(struct shard *sh, void (*done)(void *arg), void *arg)
 	return 0;
 }
 
+int64_t shard_dedup_covered_ms(struct shard *sh)
+{
+	return atomic_load_explicit(&sh->dedup_covered_ms, memory_order_relaxed);
+}
+
 void shard_join(struct shard *sh)
 {
 	if (sh->started) {
@@ -503,6 +511,7 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 		return NULL;
 	}
 	atomic_init(&sh->sleeping, 0);
+	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
 	return sh;
 nomem:
 	snprintf(err, errlen, "shard %u: out of memory", opt->index);

@@ -33,6 +33,8 @@ struct dedup_stats {
 	uint64_t duplicates; /* dedup_seen answered true */
 	uint64_t expired;    /* forgotten because the window passed */
 	uint64_t evicted;    /* forgotten early because max_entries was reached */
+	int64_t covered_ms;  /* how far back duplicates are caught now: the window, or the
+	                        age of the oldest entry when the table is full */
 };
 
 /* max_entries >= 1, window_ms >= 1. NULL when out of memory. */
@@ -47,7 +49,8 @@ bool dedup_seen(struct dedup *d, uint64_t fp, int64_t now_ms);
  * memory drops when traffic stops. */
 void dedup_expire(struct dedup *d, int64_t now_ms);
 
-void dedup_get_stats(const struct dedup *d, struct dedup_stats *out);
+/* now_ms: for covered_ms. */
+void dedup_get_stats(const struct dedup *d, int64_t now_ms, struct dedup_stats *out);
 
 /* The event's fingerprint: XXH3-64 of app_id, 0x1F, event_id; without an event_id, of the
  * normalised payload (type, client time, revenue and every decoded string field but the

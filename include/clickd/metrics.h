@@ -55,7 +55,10 @@
 	X(DEDUP_ENTRIES, "clickd_dedup_entries",                                                   \
 	  "Event fingerprints held for deduplication (bounded by dedup.max_entries per shard).")   \
 	X(RING_EVENTS, "clickd_ring_events",                                                       \
-	  "Events waiting in the rings between ingest threads and shards.")
+	  "Events waiting in the rings between ingest threads and shards.")                        \
+	X(DEDUP_COVERED, "clickd_dedup_window_covered_seconds",                                    \
+	  "How far back duplicates are caught now, the least over shards: dedup.window_s, or "     \
+	  "less while dedup.max_entries is full (the age of the oldest fingerprint kept).")
 
 enum metrics_counter {
 #define METRICS_COUNTER_ENUM(id, name, help) METRIC_##id,

@@ -66,6 +66,10 @@ void shard_free(struct shard *sh);
 int shard_start(struct shard *sh, void (*done)(void *arg), void *arg);
 /* Called by a producer after it published to (or closed) one of the shard's rings. */
 void shard_wake(struct shard *sh);
+/* How far back this shard catches duplicates now (dedup_stats.covered_ms as of its last
+ * tick); any thread. */
+int64_t shard_dedup_covered_ms(struct shard *sh);
+
 /* Waits for the thread to end (after every input ring was closed). */
 void shard_join(struct shard *sh);
 

@@ -26,7 +26,8 @@ class PipelineTest(unittest.TestCase):
         c = h.Clickd(settings)
         c.start()
         self.addCleanup(c.cleanup)
-        self.assertIn("ingest_threads=2 shards=2", c.log())
+        self.assertIn("ingest_threads=%s shards=%s" % (settings["pipeline.ingest_threads"],
+                                                        settings["pipeline.shards"]), c.log())
         return c
 
     def test_duplicates_over_http_and_udp_are_written_once_and_counted(self):
@@ -49,6 +50,24 @@ class PipelineTest(unittest.TestCase):
         events = c.records("events")
         ids = sorted((e["app_id"], e.get("event_id", "-")) for e in events)
         self.assertEqual(ids, [("blog", "dup-1"), ("shop", "-"), ("shop", "dup-1")])
+
+    def test_a_full_dedup_table_forgets_the_oldest_and_says_so(self):
+        c = self.start(**{"pipeline.ingest_threads": "1", "pipeline.shards": "1",
+                          "dedup.max_entries": "16"})
+        self.assertEqual(c.metric("clickd_dedup_window_covered_seconds"), 3600)
+        for i in range(40):
+            self.assertEqual(c.get("/collect?" + beacon(eid="d-%d" % i, aid="shop", vid="v")).status,
+                             204)
+        h.wait_for(lambda: c.metric("clickd_dedup_evicted_total") == 24, 10, "24 evictions")
+        h.wait_for(lambda: c.metric("clickd_dedup_window_covered_seconds") < 3600, 10,
+                   "the covered window to shrink")
+        self.assertEqual(c.metric("clickd_dedup_entries"), 16)
+        # The oldest were forgotten: d-0 is new again, d-39 is still a duplicate.
+        self.assertEqual(c.get("/collect?" + beacon(eid="d-0", aid="shop", vid="v")).status, 204)
+        self.assertEqual(c.get("/collect?" + beacon(eid="d-39", aid="shop", vid="v")).status, 204)
+        h.wait_for(lambda: c.metric("clickd_duplicates_total") == 1, 10, "one duplicate")
+        self.assertEqual(c.stop(), 0, c.log())
+        self.assertEqual(len(c.records("events")), 41)
 
     def test_many_visitors_from_many_clients_all_arrive_once(self):
         c = self.start()

@@ -24,9 +24,11 @@ Test(dedup, a_second_sighting_inside_the_window_is_a_duplicate)
 	cr_assert(dedup_seen(d, 42, 10500));
 	cr_assert(dedup_seen(d, 42, 10999));
 	cr_assert_not(dedup_seen(d, 43, 10999));
-	dedup_get_stats(d, &st);
+	dedup_get_stats(d, 0, &st);
 	cr_assert_eq(st.duplicates, 2);
 	cr_assert_eq(st.entries, 2);
+	dedup_get_stats(d, 10999, &st);
+	cr_assert_eq(st.covered_ms, 1000, "not full: the whole window");
 	dedup_free(d);
 }
 
@@ -39,7 +41,7 @@ Test(dedup, forgets_ids_older_than_the_window)
 	/* The window counts from the first sighting; a duplicate does not extend it. */
 	cr_assert(dedup_seen(d, 42, 10900));
 	cr_assert_not(dedup_seen(d, 42, 11000), "exactly one window later it is new again");
-	dedup_get_stats(d, &st);
+	dedup_get_stats(d, 0, &st);
 	cr_assert_eq(st.expired, 1);
 	cr_assert_eq(st.entries, 1);
 	dedup_free(d);
@@ -53,10 +55,10 @@ Test(dedup, expire_alone_releases_entries_when_traffic_stops)
 	for (uint64_t fp = 1; fp <= 50; fp++)
 		dedup_seen(d, fp, 5000 + (int64_t)fp);
 	dedup_expire(d, 6020);
-	dedup_get_stats(d, &st);
+	dedup_get_stats(d, 0, &st);
 	cr_assert_eq(st.entries, 30, "entries seen at 5001..5020 are past the window");
 	dedup_expire(d, 100000);
-	dedup_get_stats(d, &st);
+	dedup_get_stats(d, 0, &st);
 	cr_assert_eq(st.entries, 0);
 	cr_assert_eq(st.expired, 50);
 	dedup_free(d);
@@ -71,9 +73,11 @@ Test(dedup, when_full_the_oldest_entries_go_first_and_are_counted)
 		cr_assert_not(dedup_seen(d, fp, 1000));
 	cr_assert_not(dedup_seen(d, 5, 1001)); /* evicts 1 */
 	cr_assert_not(dedup_seen(d, 6, 1002)); /* evicts 2 */
-	dedup_get_stats(d, &st);
+	dedup_get_stats(d, 0, &st);
 	cr_assert_eq(st.evicted, 2);
 	cr_assert_eq(st.entries, 4);
+	dedup_get_stats(d, 1010, &st);
+	cr_assert_eq(st.covered_ms, 1010 - 1000, "full: as far back as the oldest kept");
 	cr_assert(dedup_seen(d, 3, 1003));
 	cr_assert(dedup_seen(d, 6, 1003));
 	cr_assert_not(dedup_seen(d, 1, 1003), "the oldest was forgotten"); /* evicts 3 */

@@ -109,9 +109,27 @@ static void out_escaped_control(struct json_out *o, unsigned char c)
 }
 
 /*
+ * True when none of the 8 bytes of w needs more than copying: no byte below 0x20, no '"',
+ * no '\\', no DEL, no byte >= 0x80. Classic SWAR tests: (x - 0x01..) & ~x & 0x80.. is
+ * non-zero exactly when some byte of x is zero (the borrow may mark more bytes above the
+ * first, which does not matter for "any"); x = w ^ c*0x01.. turns "byte equals c" into
+ * "byte is zero", and (w - 0x20*0x01..) & ~w & 0x80.. catches bytes below 0x20.
+ */
+static bool word_is_plain(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\'), d = w ^ (ones * 0x7f);
+	uint64_t special = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
+	                   ((d - ones) & ~d) | w;
+
+	return (special & high) == 0;
+}
+
+/*
  * Writes s[0..n) as a quoted JSON string. When max_in is smaller than n, the input is cut
  * to at most max_in bytes, at a character boundary: a valid sequence that would cross the
- * limit is left out whole. Runs of plain bytes are copied in one go.
+ * limit is left out whole. Runs of plain bytes are copied in one go, found 8 bytes at a
+ * time (records are mostly plain ASCII: this loop was the shard's hottest).
  */
 static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t max_in)
 {
@@ -121,9 +139,18 @@ static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t m
 
 	out_char(o, '"');
 	while (i < limit) {
-		unsigned char c = u[i];
+		unsigned char c;
 		size_t seq;
+		uint64_t w;
 
+		if (limit - i >= 8) {
+			memcpy(&w, u + i, 8);
+			if (word_is_plain(w)) {
+				i += 8;
+				continue;
+			}
+		}
+		c = u[i];
 		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
 			i++;
 			continue;
@@ -159,15 +186,31 @@ static void out_string(struct json_out *o, const char *s, size_t n)
 	out_string_cut(o, s, n, n);
 }
 
-static void out_key(struct json_out *o, const char *key)
+static void out_key_n(struct json_out *o, const char *key, size_t len)
 {
 	if (!o->first)
 		out_char(o, ',');
 	o->first = false;
 	out_char(o, '"');
-	out_cstr(o, key); /* our own keys: plain ASCII, nothing to escape */
+	out_bytes(o, key, len); /* our own keys: plain ASCII, nothing to escape */
 	out_bytes(o, "\":", 2);
 }
+
+/* Inlined, so that the length of a literal key is known when compiling. */
+static inline __attribute__((always_inline)) void out_key(struct json_out *o, const char *key)
+{
+	out_key_n(o, key, strlen(key));
+}
+
+/* The event fields' JSON keys and their lengths, from the one list in event.h. */
+static const struct {
+	const char *name;
+	size_t len;
+} event_keys[EF__COUNT] = {
+#define EVENT_KEY(id, json) [EF_##id] = {json, sizeof(json) - 1},
+    EVENT_STRING_FIELDS(EVENT_KEY)
+#undef EVENT_KEY
+};
 
 static void out_key_string(struct json_out *o, const char *key, const char *s, size_t n)
 {
@@ -192,8 +235,10 @@ static void out_event_field(struct json_out *o, const struct event *ev, enum eve
 	size_t len;
 	const char *s = event_get(ev, f, &len);
 
-	if (s)
-		out_key_string(o, event_field_name(f), s, len);
+	if (s) {
+		out_key_n(o, event_keys[f].name, event_keys[f].len);
+		out_string(o, s, len);
+	}
 }
 
 /*
@@ -204,6 +249,32 @@ static void out_event_field(struct json_out *o, const struct event *ev, enum eve
  */
 static void format_double(double v, char out[40])
 {
+	double cents = round(v * 100);
+
+	/* Most revenues are whole cents: written by hand, without printf and strtod. A
+	 * value with at most two decimals that reads back the same is the shortest form. */
+	if (fabs(cents) < 1e15 && cents / 100 == v) {
+		uint64_t c = (uint64_t)fabs(cents), whole = c / 100, frac = c % 100;
+		char digits[24];
+		size_t n = sizeof(digits), k = 0;
+
+		do {
+			digits[--n] = (char)('0' + whole % 10);
+			whole /= 10;
+		} while (whole);
+		if (cents < 0)
+			out[k++] = '-';
+		memcpy(out + k, digits + n, sizeof(digits) - n);
+		k += sizeof(digits) - n;
+		if (frac) {
+			out[k++] = '.';
+			out[k++] = (char)('0' + frac / 10);
+			if (frac % 10)
+				out[k++] = (char)('0' + frac % 10);
+		}
+		out[k] = '\0';
+		return;
+	}
 	for (int prec = 15; prec <= 17; prec++) {
 		snprintf(out, 40, "%.*g", prec, v);
 		for (char *p = out; *p; p++)
@@ -237,11 +308,33 @@ static char *put_digits(char *p, int v, int width)
 #define RECORD_TIME_MIN_MS (-62167219200000LL)
 #define RECORD_TIME_MAX_MS (253402300799999LL)
 
+/*
+ * Year, month and day of a count of days since 1970-01-01 in the proleptic Gregorian
+ * calendar (H. Hinnant's civil_from_days: 400-year eras of 146097 days, years counted from
+ * March so the leap day comes last). Plain arithmetic: gmtime_r takes glibc's timezone
+ * lock on every call, which showed in the shard's profile.
+ */
+static void civil_from_days(int64_t z, int *year, int *month, int *day)
+{
+	int64_t era, yy;
+	unsigned doe, yoe, doy, mp;
+
+	z += 719468; /* days from 0000-03-01 */
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = (unsigned)(z - era * 146097);
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	yy = (int64_t)yoe + era * 400;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*day = (int)(doy - (153 * mp + 2) / 5 + 1);
+	*month = (int)(mp < 10 ? mp + 3 : mp - 9);
+	*year = (int)(yy + (*month <= 2));
+}
+
 void record_format_time(int64_t ms, char out[32])
 {
-	int64_t secs, rem;
-	time_t t;
-	struct tm tm;
+	int64_t secs, rem, days, sod;
+	int year, month, day;
 	char *p = out;
 
 	if (ms < RECORD_TIME_MIN_MS)
@@ -254,24 +347,42 @@ void record_format_time(int64_t ms, char out[32])
 		rem += 1000;
 		secs--;
 	}
-	t = (time_t)secs;
-	if (!gmtime_r(&t, &tm))
-		memset(&tm, 0, sizeof(tm)); /* cannot happen within the clamp */
-	p = put_digits(p, tm.tm_year + 1900, 4);
+	days = secs / 86400;
+	sod = secs % 86400;
+	if (sod < 0) {
+		sod += 86400;
+		days--;
+	}
+	civil_from_days(days, &year, &month, &day);
+	p = put_digits(p, year, 4);
 	*p++ = '-';
-	p = put_digits(p, tm.tm_mon + 1, 2);
+	p = put_digits(p, month, 2);
 	*p++ = '-';
-	p = put_digits(p, tm.tm_mday, 2);
+	p = put_digits(p, day, 2);
 	*p++ = 'T';
-	p = put_digits(p, tm.tm_hour, 2);
+	p = put_digits(p, (int)(sod / 3600), 2);
 	*p++ = ':';
-	p = put_digits(p, tm.tm_min, 2);
+	p = put_digits(p, (int)(sod / 60 % 60), 2);
 	*p++ = ':';
-	p = put_digits(p, tm.tm_sec, 2);
+	p = put_digits(p, (int)(sod % 60), 2);
 	*p++ = '.';
 	p = put_digits(p, (int)rem, 3);
 	*p++ = 'Z';
 	*p = '\0';
+}
+
+/* v in decimal, without printf (one per record: the shard's hot path). */
+static void out_key_u64(struct json_out *o, const char *key, uint64_t v)
+{
+	char num[20];
+	size_t n = sizeof(num);
+
+	do {
+		num[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	out_key(o, key);
+	out_bytes(o, num + n, sizeof(num) - n);
 }
 
 int record_event_json(const struct event *ev, char *buf, size_t cap)
@@ -293,11 +404,8 @@ int record_event_json(const struct event *ev, char *buf, size_t cap)
 	out_event_field(&o, ev, EF_VISITOR_ID);
 	out_event_field(&o, ev, EF_USER_ID);
 	out_event_field(&o, ev, EF_SESSION_ID);
-	if (ev->session_index > 0) {
-		snprintf(num, sizeof(num), "%" PRIu32, ev->session_index);
-		out_key(&o, "session_index");
-		out_cstr(&o, num);
-	}
+	if (ev->session_index > 0)
+		out_key_u64(&o, "session_index", ev->session_index);
 	/* url .. channel are consecutive in EVENT_STRING_FIELDS, in contract order. */
 	_Static_assert(EF_CHANNEL - EF_URL == 11, "url..channel must stay one run of fields");
 	for (enum event_field f = EF_URL; f <= EF_CHANNEL; f++)
@@ -348,15 +456,6 @@ static void out_session_field(struct json_out *o, const struct session *s, enum 
 
 	if (v)
 		out_key_string(o, key, v, len);
-}
-
-static void out_key_u64(struct json_out *o, const char *key, uint64_t v)
-{
-	char num[24];
-
-	snprintf(num, sizeof(num), "%" PRIu64, v);
-	out_key(o, key);
-	out_cstr(o, num);
 }
 
 int record_touchpoint_json(const struct session *s, enum session_end_reason reason,

@@ -9,8 +9,10 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <yajl/yajl_tree.h>
 
 static char buf[RECORD_EVENT_MAX_BYTES];
@@ -215,6 +217,14 @@ Test(record, writes_revenue_as_the_shortest_number_that_reads_back_the_same)
 	cr_assert_str_eq(revenue_of(1e21), "1e+21");
 	cr_assert_str_eq(revenue_of(-2.5), "-2.5");
 	cr_assert_str_eq(revenue_of(0), "0");
+	/* whole cents take the printf-free path: the same shortest forms */
+	cr_assert_str_eq(revenue_of(49.9), "49.9");
+	cr_assert_str_eq(revenue_of(0.05), "0.05");
+	cr_assert_str_eq(revenue_of(-0.01), "-0.01");
+	cr_assert_str_eq(revenue_of(1234567.89), "1234567.89");
+	cr_assert_str_eq(revenue_of(9999999999999.99), "9999999999999.99");
+	cr_assert_str_eq(revenue_of(-0.0), "0");
+	cr_assert_str_eq(revenue_of(0.001), "0.001");
 }
 
 Test(record, never_writes_nan_or_infinity)
@@ -341,4 +351,26 @@ Test(record, a_whole_payload_of_invalid_bytes_stays_valid_json)
 		p[i] = (char)(0x80 + i % 0x80);
 	dead_letter(NULL, p, sizeof(p), sizeof(p));
 	dead_letter(NULL, p, sizeof(p), 1000);
+}
+
+Test(record, times_agree_with_gmtime_from_year_0_to_9999)
+{
+	long bad = 0;
+
+	/* A step of a week and an hour and a second walks over every weekday, hour and leap
+	 * rule of the range (record_format_time no longer calls gmtime_r). */
+	for (long long s = -62167219200LL; s < 253402300799LL; s += 86400 * 7 + 3601) {
+		char ours[32], want[64];
+		struct tm tm;
+		time_t t = (time_t)s;
+
+		gmtime_r(&t, &tm);
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.123Z",
+		         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		         tm.tm_sec);
+		record_format_time(s * 1000 + 123, ours);
+		if (strcmp(ours, want) != 0 && bad++ < 5)
+			cr_log_error("%lld: %s, gmtime says %s", s, ours, want);
+	}
+	cr_assert_eq(bad, 0);
 }

@@ -80,7 +80,7 @@ test)
 		ctest --test-dir build-asan --output-on-failure --timeout 900 -LE kafka
 	echo "== clang ThreadSanitizer build: ring and shard threads" >&2
 	CC=clang cmake -S . -B build-tsan -DCLICKD_WERROR=ON -DCLICKD_SANITIZE=thread >/dev/null
-	cmake --build build-tsan -j"$JOBS" --target tsan_ring tsan_shard
+	cmake --build build-tsan -j"$JOBS" --target tsan_tests
 	ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan
 	;;
 *)

@@ -42,10 +42,16 @@ int log_level_parse(const char *s, enum log_level *out)
 
 static bool to_journal(void)
 {
-	static int cached = -1;
-	if (cached < 0)
-		cached = getenv("JOURNAL_STREAM") != NULL;
-	return cached;
+	/* Atomic: the first lines of several threads may come at once (the value is the same
+	 * whoever computes it). */
+	static _Atomic int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
+
+	if (v < 0) {
+		v = getenv("JOURNAL_STREAM") != NULL;
+		atomic_store_explicit(&cached, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 void log_write(enum log_level level, const char *module, const char *fmt, ...)

@@ -192,7 +192,7 @@ static void ingest_thread_finish(struct ingest_thread *it)
 	pipeline_close(it->pl);
 	if (it->sink_owned) {
 		uv_timer_stop(&it->poll_timer);
-		if (it->sink->ops->flush(it->sink, 0) < 0)
+		if (it->sink->ops->flush(it->sink, -1) < 0)
 			log_error("main", "msg=\"dead letters could not be flushed\" thread=%u",
 			          it->index);
 	}

@@ -366,7 +366,7 @@ int shard_finish(struct shard *sh)
 		}
 		nanosleep(&pause, NULL); /* the shard's own thread, at its very end */
 	}
-	if (sh->opt.sink_owned && sh->opt.sink->ops->flush(sh->opt.sink, 0) < 0)
+	if (sh->opt.sink_owned && sh->opt.sink->ops->flush(sh->opt.sink, -1) < 0)
 		rc = -EIO;
 	publish_stats(sh);
 	return rc;

@@ -50,17 +50,31 @@ static inline int sink_write(struct sink *s, enum sink_stream stream, const char
 /* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-[<tag>-]<seq>.ndjson[.zst] ----
  *
  * A file being written is named `<final name>.open`; it is renamed to its final name only
- * when complete (zstd frame ended, file and directory fsynced): at rotation (by size before
- * a record would pass rotate_bytes, by age in poll), at flush and at free. So a shipper can
- * take `*.ndjson` / `*.ndjson.zst` safely. Each .zst file is one zstd frame (`zstd -d`).
+ * when complete (zstd frame ended, file and directory fsynced): after rotation (by size
+ * before a record would pass rotate_bytes, by age in poll), flush and free. So a shipper can
+ * take `*.ndjson` / `*.ndjson.zst` safely, and a crash leaves `.open` files. Each .zst file
+ * is one zstd frame (`zstd -d`).
+ *
+ * Completion (fsync, close, rename, directory fsync) runs on a thread of the instance's
+ * own: at rotation the writer only writes what is still buffered and hands the file over.
+ * At most SINK_FILE_COMPLETIONS_MAX files of an instance wait for completion; while that
+ * many wait, a write that would start a new file answers -EAGAIN (full, not a failure: the
+ * record is not taken) and poll keeps an aged file open until a later poll. flush hands
+ * every open file over and waits up to timeout_ms (< 0: no limit) for every pending
+ * completion; it answers -ETIMEDOUT when some are still pending, the disk's -errno when a
+ * file could not be written, or could not be completed since the last flush. Writes after
+ * it start new files. free waits, without limit, until every file is complete.
+ *
  * Records are counted out when taken into the sink's buffer; data waits there at most about
  * a second (pushed by poll) or until the buffer fills. A failing disk makes write answer
  * its -errno for records that no longer fit in the buffer (counted as failures; buffered
- * data is kept and retried) and ready() false. flush completes the open files (its timeout
- * is not used) and writes after it start new ones; free completes them too. Rotation by age
- * and the periodic push use only the clock given to poll. rotate_bytes 0 / rotate_age_ms 0:
- * no rotation by that measure; zstd_level 0: zstd's default. Records longer than 128 KiB
- * are refused with -EMSGSIZE. */
+ * data is kept and retried) and ready() false. A file that cannot be completed (fsync or
+ * rename fails) keeps its `.open` name, its records are counted as failures too (they were
+ * counted out when taken), the failure is logged at most once a second and ready() is false
+ * until a later file completes. Rotation by age and the periodic push use only the clock
+ * given to poll. rotate_bytes 0 / rotate_age_ms 0: no rotation by that measure;
+ * zstd_level 0: zstd's default. Records longer than 128 KiB are refused with -EMSGSIZE. */
+#define SINK_FILE_COMPLETIONS_MAX 8
 struct sink_file_options {
 	const char *dir;       /* created if missing */
 	bool compress_zstd;    /* sink.file.compress=zstd */
@@ -68,6 +82,10 @@ struct sink_file_options {
 	uint64_t rotate_bytes; /* sink.file.rotate_bytes: uncompressed bytes per file */
 	int64_t rotate_age_ms; /* sink.file.rotate_s * 1000 */
 	const char *name_tag;  /* in every file name, to tell instances apart; NULL: none */
+	/* Tests only, NULL in clickd: called on the completion thread before each file's fsync
+	 * with the file's final name (to hold completions back, or to see where they run). */
+	void (*before_complete)(void *arg, const char *name);
+	void *before_complete_arg;
 };
 struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_t errlen);
 

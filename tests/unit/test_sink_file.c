@@ -1,7 +1,10 @@
 /*
  * test_sink_file.c - the file sink (sink.h): NDJSON lines in order, plain and zstd, rotation
- * by size and by age (the clock driven through poll), `.open` names only while a file is
- * being written, records counted as they are taken.
+ * by size and by age (the clock driven through poll), `.open` names only until a file is
+ * complete, records counted as they are taken. Completion runs on the sink's own thread:
+ * a test hook (before_complete) holds it back at a gate, so the tests see, without any
+ * timing, that the writer goes on while files wait, that the queue of waiting files is
+ * bounded (write answers -EAGAIN), and that flush and free wait for every file.
  */
 #include "clickd/metrics.h"
 #include "clickd/sink.h"
@@ -9,12 +12,15 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -38,7 +44,8 @@ static void remove_temp_dir(void)
 		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		unlink(path);
+		if (unlink(path) != 0)
+			rmdir(path); /* a rename target made impossible on purpose */
 	}
 	closedir(d);
 	rmdir(dir);
@@ -46,10 +53,21 @@ static void remove_temp_dir(void)
 
 TestSuite(sink_file, .init = make_temp_dir, .fini = remove_temp_dir);
 
+/* flush's timeout in the tests: a bound against hanging, not a measure of speed. */
+#define FLUSH_TIMEOUT_MS 30000
+
 struct names {
-	char name[64][128];
+	char (*name)[128]; /* owned */
 	size_t count;
+	size_t cap;
 };
+
+static void names_free(struct names *n)
+{
+	free(n->name);
+	n->name = NULL;
+	n->count = n->cap = 0;
+}
 
 static int compare_names(const void *a, const void *b)
 {
@@ -63,7 +81,7 @@ static void list_files(const char *prefix, const char *suffix, struct names *out
 	struct dirent *de;
 
 	cr_assert_not_null(d);
-	out->count = 0;
+	*out = (struct names){0};
 	while ((de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name), slen = strlen(suffix);
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
@@ -71,11 +89,16 @@ static void list_files(const char *prefix, const char *suffix, struct names *out
 		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 || len < slen ||
 		    strcmp(de->d_name + len - slen, suffix) != 0)
 			continue;
-		cr_assert_lt(out->count, 64);
+		if (out->count == out->cap) {
+			out->cap = out->cap ? 2 * out->cap : 64;
+			out->name = realloc(out->name, out->cap * sizeof(out->name[0]));
+			cr_assert_not_null(out->name);
+		}
 		snprintf(out->name[out->count++], 128, "%s", de->d_name);
 	}
 	closedir(d);
-	qsort(out->name, out->count, sizeof(out->name[0]), compare_names);
+	if (out->count > 0)
+		qsort(out->name, out->count, sizeof(out->name[0]), compare_names);
 }
 
 static char *read_file(const char *name, size_t *len)
@@ -136,13 +159,29 @@ static void make_record(char *buf, size_t cap, int i)
 	         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
 }
 
+/* Writes one record, trying again while the sink answers "full" (SINK_FILE_COMPLETIONS_MAX
+ * files wait for the disk). Returns how many times it was full. */
+static unsigned write_retrying(struct sink *s, enum sink_stream stream, const char *rec)
+{
+	const struct timespec pause = {0, 1000000};
+	unsigned full = 0;
+	int rc;
+
+	while ((rc = sink_write(s, stream, "k", 1, rec, strlen(rec))) == -EAGAIN) {
+		full++;
+		nanosleep(&pause, NULL);
+	}
+	cr_assert_eq(rc, 0, "%s", strerror(-rc));
+	return full;
+}
+
 static void write_records(struct sink *s, enum sink_stream stream, int from, int to)
 {
 	char rec[128];
 
 	for (int i = from; i < to; i++) {
 		make_record(rec, sizeof(rec), i);
-		cr_assert_eq(sink_write(s, stream, "k", 1, rec, strlen(rec)), 0);
+		write_retrying(s, stream, rec);
 	}
 }
 
@@ -152,6 +191,7 @@ static size_t check_lines(const char *stream, bool zstd, int n)
 {
 	struct names files;
 	char prefix[64], rec[128];
+	size_t count;
 	int next = 0;
 
 	snprintf(prefix, sizeof(prefix), "%s-", stream);
@@ -174,10 +214,13 @@ static size_t check_lines(const char *stream, bool zstd, int n)
 		free(text);
 	}
 	cr_assert_eq(next, n);
-	return files.count;
+	count = files.count;
+	names_free(&files);
+	return count;
 }
 
-static struct sink *new_sink(bool zstd, uint64_t rotate_bytes, int64_t rotate_age_ms)
+static struct sink *new_sink_hooked(bool zstd, uint64_t rotate_bytes, int64_t rotate_age_ms,
+                                    void (*hook)(void *, const char *), void *hook_arg)
 {
 	struct sink_file_options opt = {
 	    .dir = dir,
@@ -185,6 +228,8 @@ static struct sink *new_sink(bool zstd, uint64_t rotate_bytes, int64_t rotate_ag
 	    .zstd_level = 3,
 	    .rotate_bytes = rotate_bytes,
 	    .rotate_age_ms = rotate_age_ms,
+	    .before_complete = hook,
+	    .before_complete_arg = hook_arg,
 	};
 	char err[256] = "";
 	struct sink *s = sink_file_new(&opt, err, sizeof(err));
@@ -193,12 +238,20 @@ static struct sink *new_sink(bool zstd, uint64_t rotate_bytes, int64_t rotate_ag
 	return s;
 }
 
+static struct sink *new_sink(bool zstd, uint64_t rotate_bytes, int64_t rotate_age_ms)
+{
+	return new_sink_hooked(zstd, rotate_bytes, rotate_age_ms, NULL, NULL);
+}
+
 static size_t count_files(const char *suffix)
 {
 	struct names files;
+	size_t n;
 
 	list_files("", suffix, &files);
-	return files.count;
+	n = files.count;
+	names_free(&files);
+	return n;
 }
 
 Test(sink_file, writes_every_record_as_one_line_in_order)
@@ -207,7 +260,7 @@ Test(sink_file, writes_every_record_as_one_line_in_order)
 
 	write_records(s, SINK_EVENTS, 0, 5000);
 	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), 5000);
-	cr_assert_eq(s->ops->flush(s, 1000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	s->ops->free(s);
 	cr_assert_eq(check_lines("events", false, 5000), 1);
 	cr_assert_eq(count_files(".open"), 0);
@@ -218,7 +271,7 @@ Test(sink_file, writes_zstd_files_that_decompress_to_the_same_lines)
 	struct sink *s = new_sink(true, 0, 0);
 
 	write_records(s, SINK_EVENTS, 0, 20000);
-	cr_assert_eq(s->ops->flush(s, 1000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	s->ops->free(s);
 	cr_assert_eq(check_lines("events", true, 20000), 1);
 }
@@ -242,7 +295,7 @@ static void rotates_by_size(bool zstd)
 	size_t files;
 
 	write_records(s, SINK_EVENTS, 0, 3000);
-	cr_assert_eq(s->ops->flush(s, 1000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	write_records(s, SINK_EVENTS, 3000, 3500); /* after a flush: new files, same order */
 	s->ops->free(s);
 	files = check_lines("events", zstd, 3500);
@@ -275,6 +328,7 @@ Test(sink_file, keeps_each_file_under_the_rotate_size)
 		cr_assert_eq(stat(path, &st), 0);
 		cr_assert_leq(st.st_size, 4096);
 	}
+	names_free(&files);
 }
 
 Test(sink_file, rotates_by_age_on_the_clock_given_to_poll)
@@ -288,7 +342,8 @@ Test(sink_file, rotates_by_age_on_the_clock_given_to_poll)
 	cr_assert_eq(count_files(".ndjson.open"), 1);
 	cr_assert_eq(count_files(".ndjson"), 0);
 
-	cr_assert_eq(s->ops->poll(s, 1060000), 0);
+	cr_assert_eq(s->ops->poll(s, 1060000), 0);           /* hands the file over */
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0); /* waits for it to complete */
 	cr_assert_eq(count_files(".ndjson.open"), 0);
 	cr_assert_eq(count_files(".ndjson"), 1);
 	cr_assert_eq(check_lines("events", false, 10), 1);
@@ -298,6 +353,7 @@ Test(sink_file, rotates_by_age_on_the_clock_given_to_poll)
 	cr_assert_eq(s->ops->poll(s, 1129999), 0);
 	cr_assert_eq(count_files(".ndjson"), 1);
 	cr_assert_eq(s->ops->poll(s, 1130000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	cr_assert_eq(count_files(".ndjson"), 2);
 	cr_assert_eq(count_files(".open"), 0);
 	s->ops->free(s);
@@ -313,8 +369,9 @@ Test(sink_file, names_a_file_open_only_while_it_is_written)
 	write_records(s, SINK_TOUCHPOINTS, 0, 1);
 	list_files("touchpoints-", ".ndjson.zst.open", &files);
 	cr_assert_eq(files.count, 1);
+	names_free(&files);
 	cr_assert_eq(count_files(".ndjson.zst"), 0);
-	cr_assert_eq(s->ops->flush(s, 1000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	cr_assert_eq(count_files(".open"), 0);
 	cr_assert_eq(count_files(".ndjson.zst"), 1);
 	s->ops->free(s);
@@ -336,6 +393,7 @@ Test(sink_file, pushes_buffered_records_to_the_open_file_within_a_second_of_poll
 	/* The open file holds a flushed (not ended) frame: a streaming reader gets all five
 	 * lines already. */
 	data = read_file(files.name[0], &len);
+	names_free(&files);
 	ZSTD_DStream *ds = ZSTD_createDStream();
 	text = calloc(1, 4096);
 	ZSTD_inBuffer ib = {data, len, 0};
@@ -452,7 +510,7 @@ static void survives_a_disk_that_refuses_for_a_while(bool zstd)
 
 	lim.rlim_cur = hard;
 	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	cr_assert_eq(s->ops->flush(s, 1000), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
 	cr_assert(s->ops->ready(s));
 	s->ops->free(s);
 
@@ -461,6 +519,7 @@ static void survives_a_disk_that_refuses_for_a_while(bool zstd)
 	cr_assert_eq(count_files(".open"), 0);
 	size_t len;
 	char *text = read_file(files.name[0], &len), *line, *save = NULL;
+	names_free(&files);
 	if (zstd) {
 		char *plain = unzstd(text, len, &len);
 		free(text);
@@ -489,4 +548,286 @@ Test(sink_file, keeps_buffered_records_and_counts_refused_ones_while_the_disk_fa
 Test(sink_file, keeps_a_zstd_frame_whole_while_the_disk_fails)
 {
 	survives_a_disk_that_refuses_for_a_while(true);
+}
+
+/* ---- completion on the sink's own thread ---- */
+
+/* The before_complete hook: holds the completion thread before each file's fsync until the
+ * test opens the gate, and notes where it was called from. */
+struct gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool open;
+	int entered;      /* files that reached the hook */
+	int on_writer;    /* ... on the writer's (the test's) thread */
+	pthread_t writer; /* the test's thread */
+};
+
+static void gate_init(struct gate *g)
+{
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->cond, NULL);
+	g->open = false;
+	g->entered = 0;
+	g->on_writer = 0;
+	g->writer = pthread_self();
+}
+
+static void gate_hook(void *arg, const char *name)
+{
+	struct gate *g = arg;
+
+	(void)name;
+	pthread_mutex_lock(&g->lock);
+	g->entered++;
+	pthread_cond_broadcast(&g->cond); /* to gate_wait_entered */
+	/* Called on the writer's thread (completion not moved off it), the hook must not
+	 * wait: the test would hang instead of failing on on_writer. */
+	if (pthread_equal(pthread_self(), g->writer))
+		g->on_writer++;
+	else
+		while (!g->open)
+			pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->open = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+static int gate_entered(struct gate *g)
+{
+	int n;
+
+	pthread_mutex_lock(&g->lock);
+	n = g->entered;
+	pthread_mutex_unlock(&g->lock);
+	return n;
+}
+
+/* Waits until the completion thread has reached the hook n times. */
+static void gate_wait_entered(struct gate *g, int n)
+{
+	pthread_mutex_lock(&g->lock);
+	while (g->entered < n)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Opens the gate from another thread, a little later: the test is then (most likely) waiting
+ * in flush or free. Whichever comes first, the outcome checked is the same. */
+static void *gate_open_later(void *arg)
+{
+	const struct timespec pause = {0, 20 * 1000000};
+
+	nanosleep(&pause, NULL);
+	gate_open(arg);
+	return NULL;
+}
+
+/* Records from..to-1, each taken at once (the queue has room). */
+static void write_records_now(struct sink *s, enum sink_stream stream, int from, int to)
+{
+	char rec[128];
+
+	for (int i = from; i < to; i++) {
+		make_record(rec, sizeof(rec), i);
+		cr_assert_eq(sink_write(s, stream, "k", 1, rec, strlen(rec)), 0, "record %d", i);
+	}
+}
+
+Test(sink_file, goes_on_writing_while_a_rotated_file_waits_for_its_fsync)
+{
+	struct gate g;
+	struct sink *s;
+	size_t open_files;
+
+	gate_init(&g);
+	s = new_sink_hooked(false, 4096, 0, gate_hook, &g);
+	/* About 75 bytes a line: 200 lines fill three 4 KiB files and start a fourth. */
+	write_records_now(s, SINK_EVENTS, 0, 200);
+	gate_wait_entered(&g, 1); /* the completion thread holds the first file before fsync */
+	cr_assert_eq(g.on_writer, 0, "a file was completed on the writer's thread");
+	cr_assert_eq(count_files(".ndjson"), 0, "no file may be complete before its fsync");
+	open_files = count_files(".ndjson.open");
+	cr_assert_geq(open_files, 4, "three rotated files and the current one: %zu", open_files);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), 200);
+
+	gate_open(&g);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
+	cr_assert_eq(g.on_writer, 0);
+	cr_assert_eq((size_t)gate_entered(&g), open_files, "every file completed by the thread");
+	s->ops->free(s);
+	cr_assert_eq(check_lines("events", false, 200), open_files);
+	cr_assert_eq(count_files(".open"), 0);
+}
+
+Test(sink_file, flush_waits_for_every_pending_completion_and_says_when_some_are_left)
+{
+	struct gate g;
+	struct sink *s;
+	pthread_t opener;
+
+	gate_init(&g);
+	s = new_sink_hooked(true, 4096, 0, gate_hook, &g);
+	write_records_now(s, SINK_EVENTS, 0, 200);
+	cr_assert_eq(s->ops->flush(s, 0), -ETIMEDOUT);
+	cr_assert_eq(s->ops->flush(s, 10), -ETIMEDOUT, "the gate is closed: nothing completes");
+	cr_assert_eq(count_files(".ndjson.zst"), 0);
+
+	cr_assert_eq(pthread_create(&opener, NULL, gate_open_later, &g), 0);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
+	cr_assert_eq(count_files(".open"), 0, "flush returned before every file was complete");
+	pthread_join(opener, NULL);
+	cr_assert_eq(g.on_writer, 0);
+
+	write_records(s, SINK_EVENTS, 200, 300); /* after a flush: new files, same order */
+	s->ops->free(s);
+	check_lines("events", true, 300);
+}
+
+Test(sink_file, free_waits_until_every_file_is_complete)
+{
+	struct gate g;
+	struct sink *s;
+	pthread_t opener;
+
+	gate_init(&g);
+	s = new_sink_hooked(false, 4096, 0, gate_hook, &g);
+	write_records_now(s, SINK_EVENTS, 0, 200);
+	write_records_now(s, SINK_DEAD_LETTERS, 0, 3);
+	cr_assert_eq(pthread_create(&opener, NULL, gate_open_later, &g), 0);
+	s->ops->free(s);
+	cr_assert_eq(count_files(".open"), 0, "free returned before every file was complete");
+	pthread_join(opener, NULL);
+	check_lines("events", false, 200);
+	cr_assert_eq(check_lines("dead_letters", false, 3), 1);
+}
+
+Test(sink_file, answers_full_while_too_many_files_wait_and_takes_the_record_once_one_is_done)
+{
+	struct gate g;
+	struct sink *s;
+	char rec[128];
+	int rc = 0, taken;
+
+	gate_init(&g);
+	s = new_sink_hooked(false, 4096, 60000, gate_hook, &g);
+	for (taken = 0; taken < 100000; taken++) {
+		make_record(rec, sizeof(rec), taken);
+		rc = sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec));
+		if (rc)
+			break;
+	}
+	cr_assert_eq(rc, -EAGAIN, "%s", strerror(-rc));
+	cr_assert_eq(count_files(".ndjson.open"), SINK_FILE_COMPLETIONS_MAX + 1,
+	             "the files waiting and the one being written");
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), (uint64_t)taken);
+	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 0,
+	             "full is not a failure");
+	cr_assert_eq(sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec)), -EAGAIN);
+	cr_assert(s->ops->ready(s), "a full queue is not a failing disk");
+
+	/* Rotation by age waits for room too: the aged file stays open. */
+	cr_assert_eq(s->ops->poll(s, 0), 0);
+	cr_assert_eq(s->ops->poll(s, 60000), 0);
+	cr_assert_eq(count_files(".ndjson.open"), SINK_FILE_COMPLETIONS_MAX + 1);
+	cr_assert_eq(count_files(".ndjson"), 0);
+
+	gate_open(&g);
+	write_retrying(s, SINK_EVENTS, rec); /* the refused record, taken now */
+	write_records(s, SINK_EVENTS, taken + 1, taken + 500);
+	s->ops->free(s);
+	check_lines("events", false, taken + 500);
+	cr_assert_eq(count_files(".open"), 0);
+	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 0);
+	cr_assert_eq(g.on_writer, 0);
+}
+
+Test(sink_file, stays_bounded_and_loses_nothing_over_many_rotations_in_a_row)
+{
+	struct sink *s = new_sink(true, 1024, 0);
+	char rec[128];
+	size_t files;
+	int touchpoints = 0;
+
+	for (int i = 0; i < 3000; i++) {
+		make_record(rec, sizeof(rec), i);
+		write_retrying(s, SINK_EVENTS, rec);
+		if (i % 3 == 0) {
+			make_record(rec, sizeof(rec), touchpoints++);
+			write_retrying(s, SINK_TOUCHPOINTS, rec);
+		}
+		if (i % 50 == 0)
+			cr_assert_leq(count_files(".open"),
+			              SINK_FILE_COMPLETIONS_MAX + SINK_STREAM_COUNT,
+			              "more files wait than the queue holds");
+	}
+	s->ops->free(s);
+	cr_assert_eq(count_files(".open"), 0);
+	files = check_lines("events", true, 3000);
+	cr_assert_gt(files, 100, "only %zu files", files);
+	check_lines("touchpoints", true, touchpoints);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), 3000);
+	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 0);
+}
+
+/* A rename onto an existing directory fails (EISDIR) even for root, unlike a read-only
+ * directory: the completion thread must report it and leave the file `.open`. */
+Test(sink_file, reports_a_file_it_cannot_complete_and_leaves_it_open)
+{
+	struct sink *s = new_sink(false, 0, 0);
+	struct names files;
+	char blocker[512], open_path[512], rec[128];
+	struct stat st;
+	size_t len;
+	int rc;
+
+	write_records(s, SINK_EVENTS, 0, 5);
+	list_files("events-", ".ndjson.open", &files);
+	cr_assert_eq(files.count, 1);
+	len = strlen(files.name[0]) - strlen(".open");
+	snprintf(open_path, sizeof(open_path), "%s/%s", dir, files.name[0]);
+	snprintf(blocker, sizeof(blocker), "%s/%.*s", dir, (int)len, files.name[0]);
+	names_free(&files);
+	cr_assert_eq(mkdir(blocker, 0755), 0, "%s", strerror(errno));
+
+	rc = s->ops->flush(s, FLUSH_TIMEOUT_MS);
+	cr_assert_eq(rc, -EISDIR, "%s", strerror(-rc));
+	cr_assert_eq(stat(open_path, &st), 0, "the incomplete file keeps its .open name");
+	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 5);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), 5);
+	cr_assert_not(s->ops->ready(s));
+
+	/* The next file completes: ready again, and the failure was reported once. */
+	write_records(s, SINK_EVENTS, 5, 8);
+	cr_assert_eq(s->ops->flush(s, FLUSH_TIMEOUT_MS), 0);
+	cr_assert(s->ops->ready(s));
+	s->ops->free(s);
+
+	list_files("events-", ".ndjson", &files);
+	cr_assert_eq(files.count, 2, "the directory in the way and the new file");
+	for (size_t f = 0; f < files.count; f++) {
+		char path[512], *text;
+		size_t text_len;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, files.name[f]);
+		cr_assert_eq(stat(path, &st), 0);
+		if (S_ISDIR(st.st_mode))
+			continue;
+		text = read_file(files.name[f], &text_len);
+		for (int i = 5; i < 8; i++) {
+			make_record(rec, sizeof(rec), i);
+			cr_assert_not_null(strstr(text, rec), "record %d missing", i);
+		}
+		cr_assert_null(strstr(text, "\"e000000\""), "record 0 in the new file");
+		free(text);
+	}
+	names_free(&files);
+	unlink(open_path);
+	rmdir(blocker);
 }

@@ -132,7 +132,8 @@ static const struct option options[] = {
      "(XXH3 of the visitor key). 0: half the CPU cores, at least 1."},
     {"pipeline.ring_slots", INT(pipeline_ring_slots), "1024", 16, 65536, NULL, false,
      "Events one ring (one per ingest thread and shard) holds, a power of two. A full "
-     "ring answers 503 (HTTP) or drops (UDP, counted). Memory: ingest_threads x shards x "
+     "ring is back-pressure: HTTP answers 503, UDP stops reading until there is room (the "
+     "kernel buffer holds what arrives). Memory: ingest_threads x shards x "
      "ring_slots x 8.1 KiB (8.1 MiB per ring at 1024)."},
     {"pipeline.reorder_ms", INT(pipeline_reorder_ms), "50", 0, 10000, NULL, false,
      "With several ingest threads, a shard merges its rings in the order beacons arrived, "

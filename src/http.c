@@ -7,9 +7,11 @@
  *
  * Runs on one loop thread and owns its connections. Invariants:
  * - a connection's answers leave in request order: requests are handled synchronously as
- *   the parser completes them, appended to out[fill], and out[fill] is written with one
- *   uv_write after each read (pipelined answers batch into one syscall);
- * - at most one uv_write per connection is in flight; reading pauses while more than
+ *   the parser completes them, appended to out[fill], and out[fill] is sent after each
+ *   read (pipelined answers batch into one syscall): with uv_try_write, and with uv_write
+ *   only for what the socket did not take (see conn_send);
+ * - at most one uv_write per connection is in flight, and nothing is sent while it is
+ *   (the next answers wait in the other buffer); reading pauses while more than
  *   OUT_PAUSE_BYTES wait, so a client that pipelines without reading cannot grow memory;
  * - memory is freed only from close callbacks (both the tcp and the timer handle);
  * - the idle timer restarts when a request begins or completes, never on a mere read: a
@@ -770,19 +772,47 @@ static void conn_linger(struct http_conn *c)
 	uv_timer_start(&c->timer, on_idle_timeout, LINGER_MS, 0);
 }
 
+/*
+ * Sends out[fill] (no write may be in flight). Most answers fit in the socket's send
+ * buffer, so uv_try_write sends them with one write(2) and nothing else. A uv_write that
+ * completes at once costs more in libuv 1.44: it feeds the stream's watcher, and the
+ * drain that follows re-arms the socket with epoll_ctl, one extra syscall per request
+ * (bench/run.sh). So uv_write only takes what try_write left, when the send buffer is
+ * full; it then waits for POLLOUT, and out[fill] becomes the in-flight buffer (counted in
+ * out_pending whole until on_write, the part already sent included). Returns 0 or a
+ * negative libuv error.
+ */
+static int conn_send(struct http_conn *c)
+{
+	struct outbuf *o = &c->out[c->fill];
+	uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
+	int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	int rc;
+
+	if (n == UV_EAGAIN)
+		n = 0; /* the send buffer is full: all of it goes by uv_write */
+	if (n < 0)
+		return n;
+	if ((size_t)n == o->len) {
+		o->len = 0;
+		return 0;
+	}
+	b = uv_buf_init(o->data + n, (unsigned)(o->len - (size_t)n));
+	c->write_req.data = c;
+	rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+	if (rc < 0)
+		return rc;
+	c->writing = true;
+	c->fill ^= 1;
+	return 0;
+}
+
 static void conn_flush(struct http_conn *c)
 {
 	if (c->closing)
 		return;
-	if (!c->writing && c->out[c->fill].len > 0) {
-		uv_buf_t b = uv_buf_init(c->out[c->fill].data, (unsigned)c->out[c->fill].len);
-		c->write_req.data = c;
-		if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-			conn_close(c);
-			return;
-		}
-		c->writing = true;
-		c->fill ^= 1;
+	if (!c->writing && c->out[c->fill].len > 0 && conn_send(c) < 0) {
+		conn_close(c);
 		return;
 	}
 	if (!c->writing && out_pending(c) == 0 && c->close_after_write) {

@@ -304,41 +304,25 @@ static void decode_query_beacon(struct batch *b, const char *q, size_t len)
 	submit(b, &b->ev);
 }
 
-/* A text/plain or form body, or a datagram: one beacon per line (JSON lines allowed). */
+/* A text/plain or form body: one beacon (a query string) per line. */
 static size_t count_lines(const char *s, size_t len)
 {
-	size_t n = 0;
 	const char *p = s, *end = s + len;
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *stop = nl ? nl : end;
-		if (stop > p && !(stop - p == 1 && *p == '\r'))
-			n++;
-		p = stop + 1;
-	}
+	size_t n = 0, line_len;
+
+	while (ingest_next_line(&p, end, &line_len))
+		n += line_len > 0;
 	return n;
 }
 
-static void decode_lines(struct batch *b, const char *s, size_t len, bool allow_json)
+static void decode_lines(struct batch *b, const char *s, size_t len)
 {
-	const char *p = s, *end = s + len;
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *stop = nl ? nl : end;
-		size_t n = (size_t)(stop - p);
-		if (n && p[n - 1] == '\r')
-			n--;
-		if (n && allow_json && (p[0] == '{' || p[0] == '[')) {
-			char err[160];
-			int rc = beacon_decode_json(p, n, &b->br, &b->ix->beacon, emit_json,
-			                            reject_json, b, err, sizeof(err));
-			if (rc < 0)
-				note_reject(b, rc, err, p, n); /* its own code: the reason class */
-		} else if (n) {
-			decode_query_beacon(b, p, n);
-		}
-		p = stop + 1;
-	}
+	const char *p = s, *end = s + len, *line;
+	size_t n;
+
+	while ((line = ingest_next_line(&p, end, &n)) != NULL)
+		if (n)
+			decode_query_beacon(b, line, n);
 }
 
 enum body_kind { BODY_LINES, BODY_JSON, BODY_UNSUPPORTED };
@@ -512,7 +496,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 			return;
 		}
 		if (kind == BODY_LINES) {
-			decode_lines(tb, body, req->body_len, false);
+			decode_lines(tb, body, req->body_len);
 		} else {
 			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
 			                            emit_json, reject_json, tb, err, sizeof(err));
@@ -562,27 +546,4 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
 	clock_gettime(CLOCK_REALTIME, &ts);
 	pipeline_dead_letter(ix->pl, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, cls, reason,
 	                     PROTOCOL_NATIVE, peer_ip, payload, payload_len);
-}
-
-void ingest_decode_datagram(struct ingest *ix, const char *data, size_t len, int64_t received_at_ms,
-                            const char *peer_ip, size_t *accepted, size_t *dropped)
-{
-	static _Thread_local struct batch b;
-	static const struct http_request no_request;
-	struct http_request req = no_request;
-
-	req.peer_ip = peer_ip;
-	b.ix = ix;
-	b.req = &req;
-	b.accepted = b.rejected = b.full = 0;
-	b.set_cookie = false;
-	memset(&b.br, 0, sizeof(b.br));
-	b.br.received_at_ms = received_at_ms;
-	b.br.protocol = PROTOCOL_NATIVE;
-	/* UDP beacons come from servers and relays, not from the visitor's browser: the
-	 * datagram's source is not the visitor's IP and there is no cookie to set. */
-	decode_lines(&b, data, len, true);
-	batch_settle(&b);
-	*accepted = b.accepted;
-	*dropped = b.full;
 }

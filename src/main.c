@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #define MAIN_POLL_INTERVAL_MS   50  /* Kafka delivery reports, gauges */
-#define INGEST_POLL_INTERVAL_MS 100 /* an ingest thread's own file sink */
+#define INGEST_POLL_INTERVAL_MS 100 /* own file sink, held dead letters */
 #define MAX_SETS                256
 
 struct daemon;
@@ -190,8 +190,8 @@ static void ingest_thread_finish(struct ingest_thread *it)
 {
 	/* Every collect part is closed: nothing more enters this thread's rings. */
 	pipeline_close(it->pl);
+	uv_timer_stop(&it->poll_timer);
 	if (it->sink_owned) {
-		uv_timer_stop(&it->poll_timer);
 		if (it->sink->ops->flush(it->sink, -1) < 0)
 			log_error("main", "msg=\"dead letters could not be flushed\" thread=%u",
 			          it->index);
@@ -238,7 +238,10 @@ static void on_ingest_loop_turn(uv_check_t *c)
 static void on_ingest_poll(uv_timer_t *t)
 {
 	struct ingest_thread *it = t->data;
-	it->sink->ops->poll(it->sink, wall_clock_ms());
+
+	if (it->sink_owned)
+		it->sink->ops->poll(it->sink, wall_clock_ms());
+	pipeline_retry(it->pl); /* dead letters a full sink refused */
 }
 
 static void *ingest_main(void *arg)
@@ -348,9 +351,8 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 			return -1;
 		}
 	}
-	if (it->sink_owned)
-		uv_timer_start(&it->poll_timer, on_ingest_poll, INGEST_POLL_INTERVAL_MS,
-		               INGEST_POLL_INTERVAL_MS);
+	uv_timer_start(&it->poll_timer, on_ingest_poll, INGEST_POLL_INTERVAL_MS,
+	               INGEST_POLL_INTERVAL_MS);
 	return 0;
 }
 
@@ -565,6 +567,7 @@ static int start(struct daemon *d)
 
 	d->ingest_count = config_ingest_threads(cfg);
 	d->shard_count = config_shards(cfg);
+	metrics_gauge_set(GAUGE_DEDUP_COVERED, cfg->dedup_window_s); /* until the shards tick */
 	d->channels = channel_lists_new(cfg->channel_sources_dir, err, sizeof(err));
 	if (!d->channels) {
 		log_error("main", "msg=\"cannot load the channel source lists\" err=\"%s\"", err);

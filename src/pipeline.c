@@ -6,6 +6,7 @@
  */
 #include "clickd/pipeline.h"
 
+#include "clickd/held.h"
 #include "clickd/log.h"
 #include "clickd/record.h"
 
@@ -23,6 +24,7 @@ struct pipeline {
 	size_t submitted; /* since the last commit or abort */
 	bool *to_wake;    /* owned: shard_count flags */
 	struct sink *dead_letter_sink;
+	struct held dead_letters_held; /* refused with "full"; retried by pipeline_retry */
 	size_t dead_letter_payload_bytes;
 	int64_t last_failure_log_ms;
 	uint64_t failures_since_log;
@@ -56,6 +58,7 @@ struct pipeline *pipeline_new(struct ring *rings, struct shard *const *shards, s
 	pl->rings = rings;
 	pl->shard_count = shard_count;
 	pl->dead_letter_sink = dead_letter_sink;
+	held_init(&pl->dead_letters_held, PIPELINE_HELD_DEAD_LETTER_BYTES);
 	pl->dead_letter_payload_bytes = dead_letter_payload_bytes;
 	return pl;
 }
@@ -65,6 +68,7 @@ void pipeline_free(struct pipeline *pl)
 	if (!pl)
 		return;
 	free(pl->buf);
+	held_close(&pl->dead_letters_held);
 	free(pl->shards);
 	free(pl->to_wake);
 	free(pl);
@@ -145,8 +149,20 @@ void pipeline_wake(struct pipeline *pl)
 	}
 }
 
+bool pipeline_retry(struct pipeline *pl)
+{
+	return pl->dead_letters_held.count == 0 ||
+	       held_retry(&pl->dead_letters_held, pl->dead_letter_sink);
+}
+
 void pipeline_close(struct pipeline *pl)
 {
+	if (!pipeline_retry(pl)) {
+		size_t n = pl->dead_letters_held.count;
+		sink_count_failed(pl->dead_letter_sink, SINK_DEAD_LETTERS, n);
+		log_error("pipeline",
+		          "msg=\"dead letters still refused by a full sink at stop\" count=%zu", n);
+	}
 	pipeline_commit(pl);
 	for (size_t i = 0; i < pl->shard_count; i++) {
 		ring_close_producer(&pl->rings[i]);
@@ -186,7 +202,10 @@ void pipeline_dead_letter(struct pipeline *pl, int64_t received_at_ms,
 		log_dead_letter_failure(pl, len);
 		return;
 	}
-	rc = sink_write(pl->dead_letter_sink, SINK_DEAD_LETTERS, NULL, 0, pl->buf, (size_t)len);
+	rc = held_write(&pl->dead_letters_held, pl->dead_letter_sink, SINK_DEAD_LETTERS, NULL, 0,
+	                pl->buf, (size_t)len);
+	if (rc == -ENOSPC || rc == -ENOMEM)
+		sink_count_failed(pl->dead_letter_sink, SINK_DEAD_LETTERS, 1);
 	if (rc < 0)
 		log_dead_letter_failure(pl, rc);
 }

@@ -19,6 +19,7 @@
 #include "clickd/shard.h"
 
 #include "clickd/dedup.h"
+#include "clickd/held.h"
 #include "clickd/log.h"
 #include "clickd/metrics.h"
 #include "clickd/record.h"
@@ -39,12 +40,6 @@
 #define HELD_RETRY_MS 10
 #define KEY_MAX_BYTES (2 * EVENT_ARENA_BYTES + 1)
 
-struct held_header {
-	uint32_t stream;
-	uint32_t key_len;
-	uint32_t record_len;
-};
-
 struct shard {
 	struct shard_options opt;
 	struct ring **inputs; /* owned array of borrowed rings */
@@ -54,8 +49,7 @@ struct shard {
 	char *record; /* owned: RECORD_EVENT_MAX_BYTES */
 	char *key;    /* owned: KEY_MAX_BYTES */
 
-	char *held; /* owned: records the sink refused with "full", in order */
-	size_t held_len, held_cap, held_count;
+	struct held held; /* records the sink refused with "full", in order */
 	int64_t next_retry_ms;
 
 	/* What was last added to the process-wide metrics (they get deltas). */
@@ -84,74 +78,20 @@ static int64_t wall_clock_ms(void)
 
 /* ---- writing records ---- */
 
-static int hold(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
-                const char *rec, size_t rec_len)
-{
-	struct held_header h = {(uint32_t)stream, (uint32_t)key_len, (uint32_t)rec_len};
-	size_t need = sh->held_len + sizeof(h) + key_len + rec_len;
-
-	if (need > sh->held_cap) {
-		size_t cap = sh->held_cap ? sh->held_cap : 65536;
-		char *p;
-		while (cap < need)
-			cap *= 2;
-		p = realloc(sh->held, cap);
-		if (!p)
-			return -ENOMEM;
-		sh->held = p;
-		sh->held_cap = cap;
-	}
-	memcpy(sh->held + sh->held_len, &h, sizeof(h));
-	memcpy(sh->held + sh->held_len + sizeof(h), key, key_len);
-	memcpy(sh->held + sh->held_len + sizeof(h) + key_len, rec, rec_len);
-	sh->held_len = need;
-	sh->held_count++;
-	metrics_add(METRIC_SHARD_SINK_FULL, 1);
-	return 0;
-}
-
 static void emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
                  const char *rec, size_t rec_len)
 {
-	int rc;
+	size_t before = sh->held.count;
+	int rc = held_write(&sh->held, sh->opt.sink, stream, key, key_len, rec, rec_len);
 
-	if (sh->held_count == 0) {
-		rc = sink_write(sh->opt.sink, stream, key, key_len, rec, rec_len);
-		if (rc != -EAGAIN)
-			return; /* taken, or a failure the sink has counted and logged */
-	}
-	if (hold(sh, stream, key, key_len, rec, rec_len) < 0) {
-		metrics_sink_failed(strcmp(sh->opt.sink->ops->name, "kafka") == 0
-		                        ? METRICS_SINK_KAFKA
-		                        : METRICS_SINK_FILE,
-		                    stream, 1);
+	if (sh->held.count > before)
+		metrics_add(METRIC_SHARD_SINK_FULL, 1);
+	if (rc == -ENOMEM) {
+		sink_count_failed(sh->opt.sink, stream, 1);
 		log_error("shard",
 		          "msg=\"out of memory holding a record for a full sink\" shard=%u",
 		          sh->opt.index);
 	}
-}
-
-/* Writes held records in order until the sink is full again. True when none are left. */
-static bool retry_held(struct shard *sh)
-{
-	size_t off = 0;
-
-	while (off < sh->held_len) {
-		struct held_header h;
-		const char *key, *rec;
-
-		memcpy(&h, sh->held + off, sizeof(h));
-		key = sh->held + off + sizeof(h);
-		rec = key + h.key_len;
-		if (sink_write(sh->opt.sink, (enum sink_stream)h.stream, key, h.key_len, rec,
-		               h.record_len) == -EAGAIN)
-			break;
-		off += sizeof(h) + h.key_len + h.record_len;
-		sh->held_count--;
-	}
-	memmove(sh->held, sh->held + off, sh->held_len - off);
-	sh->held_len -= off;
-	return sh->held_count == 0;
 }
 
 /* ---- events and sessions ---- */
@@ -243,7 +183,7 @@ static size_t drain_merged(struct shard *sh)
 		avail[r] = ring_peek(sh->inputs[r], SHARD_BATCH);
 		idx[r] = 0;
 	}
-	while (total < MERGE_BUDGET && sh->held_count == 0) {
+	while (total < MERGE_BUDGET && sh->held.count == 0) {
 		size_t best = n;
 		int64_t best_order = INT64_MAX;
 
@@ -285,7 +225,7 @@ size_t shard_drain(struct shard *sh)
 {
 	size_t total = 0;
 
-	if (sh->held_count > 0)
+	if (sh->held.count > 0)
 		return 0;
 	if (sh->opt.input_count > 1)
 		return drain_merged(sh);
@@ -340,7 +280,7 @@ static void publish_stats(struct shard *sh)
 
 void shard_tick(struct shard *sh, int64_t now_ms)
 {
-	if (sh->held_count == 0 || retry_held(sh))
+	if (sh->held.count == 0 || held_retry(&sh->held, sh->opt.sink))
 		session_tick(sh->sessions, now_ms);
 	dedup_expire(sh->dedup, now_ms);
 	if (sh->opt.sink_owned)
@@ -354,13 +294,13 @@ int shard_finish(struct shard *sh)
 	int rc = 0;
 
 	session_close_all(sh->sessions, SESSION_END_SHUTDOWN);
-	while (sh->held_count > 0 && !retry_held(sh)) {
+	while (sh->held.count > 0 && !held_retry(&sh->held, sh->opt.sink)) {
 		struct timespec pause = {0, HELD_RETRY_MS * 1000000L};
 		if (wall_clock_ms() >= deadline) {
 			log_error("shard",
 			          "msg=\"sink still full at stop; records not written\" shard=%u "
 			          "count=%zu",
-			          sh->opt.index, sh->held_count);
+			          sh->opt.index, sh->held.count);
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -394,7 +334,7 @@ static void shard_sleep(struct shard *sh, int64_t us)
 
 	atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (sh->held_count == 0 && any_input_ready(sh)) {
+	if (sh->held.count == 0 && any_input_ready(sh)) {
 		atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
 		return;
 	}
@@ -422,7 +362,7 @@ static void *shard_main(void *arg)
 		size_t n = shard_drain(sh);
 		int64_t now = wall_clock_ms();
 
-		if (now >= next_tick || (sh->held_count > 0 && now >= sh->next_retry_ms)) {
+		if (now >= next_tick || (sh->held.count > 0 && now >= sh->next_retry_ms)) {
 			shard_tick(sh, now);
 			if (now >= next_tick)
 				next_tick = now + SHARD_TICK_MS;
@@ -432,9 +372,9 @@ static void *shard_main(void *arg)
 
 		if (n > 0)
 			continue;
-		if (sh->held_count == 0 && shard_inputs_done(sh))
+		if (sh->held.count == 0 && shard_inputs_done(sh))
 			break;
-		wait_us = sh->held_count > 0 ? HELD_RETRY_MS * 1000 : (next_tick - now) * 1000;
+		wait_us = sh->held.count > 0 ? HELD_RETRY_MS * 1000 : (next_tick - now) * 1000;
 		if (sh->next_eligible_us > 0 && sh->next_eligible_us - monotonic_us() < wait_us)
 			wait_us = sh->next_eligible_us - monotonic_us();
 		shard_sleep(sh, wait_us > 0 ? wait_us : 0);
@@ -510,6 +450,7 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 		shard_free(sh);
 		return NULL;
 	}
+	held_init(&sh->held, 0); /* bounded by the shard stopping its intake while it holds */
 	atomic_init(&sh->sleeping, 0);
 	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
 	return sh;
@@ -529,6 +470,6 @@ void shard_free(struct shard *sh)
 	free(sh->pending);
 	free(sh->record);
 	free(sh->key);
-	free(sh->held);
+	held_close(&sh->held);
 	free(sh);
 }

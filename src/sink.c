@@ -4,6 +4,10 @@
  */
 #include "clickd/sink.h"
 
+#include "clickd/metrics.h"
+
+#include <string.h>
+
 const char *sink_stream_name(enum sink_stream stream)
 {
 	switch (stream) {
@@ -17,4 +21,10 @@ const char *sink_stream_name(enum sink_stream stream)
 		break;
 	}
 	return "unknown";
+}
+
+void sink_count_failed(const struct sink *s, enum sink_stream stream, uint64_t n)
+{
+	metrics_sink_failed(
+	    strcmp(s->ops->name, "kafka") == 0 ? METRICS_SINK_KAFKA : METRICS_SINK_FILE, stream, n);
 }

@@ -13,6 +13,7 @@
 #include "clickd/pipeline.h"
 
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 struct ingest {
@@ -35,18 +36,37 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
 void ingest_client_ip(const struct config *cfg, const struct http_request *req, char *out,
                       size_t cap);
 
-/* Decodes a datagram (one beacon per line, query string or JSON) and submits each;
- * bad beacons become dead letters. *accepted / *dropped (sink full or failed) are set. */
-void ingest_decode_datagram(struct ingest *ix, const char *data, size_t len, int64_t received_at_ms,
-                            const char *peer_ip, size_t *accepted, size_t *dropped);
+/* The next line of a body or datagram (one beacon per line): its start, with its length
+ * without the "\n" or "\r\n" in *len, and *p moved past it; NULL once *p reaches end.
+ * Empty lines come back with *len 0 (callers skip them). */
+static inline const char *ingest_next_line(const char **p, const char *end, size_t *len)
+{
+	const char *line = *p, *nl;
 
-/* ---- UDP ---- */
+	if (line >= end)
+		return NULL;
+	nl = memchr(line, '\n', (size_t)(end - line));
+	*p = nl ? nl + 1 : end;
+	*len = (size_t)((nl ? nl : end) - line);
+	if (*len && line[*len - 1] == '\r')
+		(*len)--;
+	return line;
+}
+
+/* ---- UDP ----
+ * A datagram holds one or more beacons, one per line (query string or JSON); bad ones
+ * become dead letters. A full ring is back-pressure: the datagram waits (reading stops,
+ * the kernel's receive buffer holds what arrives) and is retried on a timer until it is
+ * in; see ingest_udp.c. */
 struct ingest_udp;
 
-/* Starts receiving on the bound UDP socket fd (takes ownership) with recvmmsg. */
+/* Starts receiving on the bound UDP socket fd (takes ownership) with recvmmsg. On an
+ * error *out may still be set: close it with ingest_udp_close. */
 int ingest_udp_new(uv_loop_t *loop, int fd, struct ingest *ix, struct ingest_udp **out);
-/* Stops receiving, decodes what is still queued in the socket, then closes; `done` runs
- * once the handle is closed and freed. */
+/* Stops receiving, takes in the datagrams held and those the kernel still queues for the
+ * socket (waiting up to shutdown.drain_timeout_ms for room in the rings; what is left
+ * then is counted in clickd_udp_drops_total), then closes; `done` runs once every handle
+ * is closed and u freed. */
 void ingest_udp_close(struct ingest_udp *u, void (*done)(void *arg), void *arg);
 
 #endif

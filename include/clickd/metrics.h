@@ -25,7 +25,17 @@
 	  "HTTP connections closed after http.idle_timeout_ms without a complete request.")        \
 	X(UDP_DATAGRAMS, "clickd_udp_datagrams_total", "UDP datagrams received.")                  \
 	X(UDP_DROPS, "clickd_udp_drops_total",                                                     \
-	  "UDP beacons dropped because a sink was full (UDP has no back-pressure).")               \
+	  "UDP beacons clickd read and then gave up on: at shutdown, the rings to the shards "     \
+	  "still full after shutdown.drain_timeout_ms. (A full ring otherwise pauses reading: "    \
+	  "see clickd_udp_backpressure_total.)")                                                   \
+	X(UDP_BACKPRESSURE, "clickd_udp_backpressure_total",                                       \
+	  "Times a UDP datagram had to wait for room in a ring to a shard: reading pauses until "  \
+	  "it is in, and the kernel's receive buffer (udp.recv_buffer_bytes) holds what arrives "  \
+	  "meanwhile.")                                                                            \
+	X(UDP_KERNEL_DROPS, "clickd_udp_kernel_drops_total",                                       \
+	  "UDP datagrams the kernel dropped on clickd's sockets before they were read, mostly "    \
+	  "because the receive buffer (udp.recv_buffer_bytes) was full (SO_MEMINFO, sampled "      \
+	  "every 250 ms).")                                                                        \
 	X(UDP_TRUNCATED, "clickd_udp_truncated_total",                                             \
 	  "UDP datagrams longer than udp.max_datagram_bytes, dead-lettered.")                      \
 	X(BACKPRESSURE_503, "clickd_backpressure_total",                                           \

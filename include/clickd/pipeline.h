@@ -64,12 +64,21 @@ void pipeline_wake(struct pipeline *pl);
  * shards, so they finish once every ingest thread has closed. */
 void pipeline_close(struct pipeline *pl);
 
-/* Writes a dead-letter record (always: a full sink is retried by the sink, never dropped
- * here silently) and counts it under `reason_class`. peer may be NULL. */
+/* Dead letters a full sink refused are held, in order, up to this many bytes per ingest
+ * thread; past it they are counted as sink failures and logged. */
+#define PIPELINE_HELD_DEAD_LETTER_BYTES (4u << 20)
+
+/* Writes a dead-letter record and counts it under `reason_class`; when the sink answers
+ * "full" the record is held and written by pipeline_retry (call it from the ingest
+ * thread's timer). peer may be NULL. */
 void pipeline_dead_letter(struct pipeline *pl, int64_t received_at_ms,
                           enum metrics_dead_letter_reason reason_class, const char *reason,
                           const char *protocol, const char *peer, const char *payload,
                           size_t payload_len);
+
+/* Writes held dead letters; true when none are left. pipeline_close tries once more and
+ * counts what is still held as failed. */
+bool pipeline_retry(struct pipeline *pl);
 
 /* Maps a decoder's negative code to its dead-letter reason class. */
 enum metrics_dead_letter_reason pipeline_reason_class(int code);

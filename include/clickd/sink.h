@@ -22,6 +22,12 @@ const char *sink_stream_name(enum sink_stream stream);
 
 struct sink;
 
+/* Counts n records of `stream` that the caller (not the sink) had to give up on, in
+ * clickd_sink_failures_total{sink,stream}. */
+void sink_count_failed(const struct sink *s, enum sink_stream stream, uint64_t n);
+
+struct sink;
+
 struct sink_ops {
 	const char *name; /* "file", "kafka": the metric label */
 	int (*write)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,

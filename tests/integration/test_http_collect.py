@@ -5,11 +5,12 @@ privacy, client IP), keep-alive and pipelining, and the admin endpoints."""
 import json
 import re
 import socket
+import threading
 import unittest
 import urllib.parse
 
-from clickd_harness import (parse_responses, read_responses, start_for, stop_ok, wait_closed,
-                            wait_for)
+from clickd_harness import (parse_responses, read_responses, scaled, start_for, stop_ok,
+                            wait_closed, wait_for)
 
 PAGE = "https://shop.example/landing"
 
@@ -469,6 +470,85 @@ class Connections(unittest.TestCase):
         self.assertEqual(sorted(by_id(c.records("events"))),
                          ["pl-1", "pl-2", "pl-3", "pl-4", "pl-5"])
         self.assertEqual(len(c.records("dead_letters")), 1)
+
+    def test_many_keep_alive_requests_are_answered_in_order(self):
+        # Regression for answers sent with uv_try_write: each one leaves at once, and the
+        # connection must still be ready for the next request, many times over.
+        c = start_for(self)
+        n = 600
+        s = socket.create_connection(("127.0.0.1", c.http_port))
+        try:
+            for i in range(n):
+                path = "/pixel.gif" if i % 3 == 2 else "/collect"
+                s.sendall(("GET %s?eid=ka-%d&vid=v HTTP/1.1\r\nHost: x\r\n"
+                           "Origin: https://o%d.example\r\n\r\n" % (path, i, i)).encode())
+                (r,), closed = read_responses(s, 1)
+                self.assertEqual(r.status, 200 if i % 3 == 2 else 204, (i, r))
+                self.assertEqual(r.header("access-control-allow-origin"),
+                                 "https://o%d.example" % i, (i, r))
+                self.assertFalse(closed, i)
+        finally:
+            s.close()
+        stop_ok(self, c)
+        self.assertEqual(len(by_id(c.records("events"))), n)
+
+    def test_a_client_pipelining_many_requests_without_reading_gets_every_answer_in_order(self):
+        # Regression for partial writes: the client sends thousands of requests and reads
+        # nothing until clickd has queued far more answers than the connection holds (a
+        # small receive buffer and a small MSS keep the kernel's buffers to tens of KB), so
+        # uv_try_write takes only part of them, uv_write the rest, and clickd stops reading
+        # while too much waits. Every answer must come, in order (every tenth, an OPTIONS
+        # answer, echoes its request's own Origin), then the Connection: close.
+        c = start_for(self)
+        n = 12000
+        reqs = []
+        for i in range(n):
+            if i % 10 == 9:
+                reqs.append(b"OPTIONS /collect HTTP/1.1\r\nHost: x\r\n"
+                            b"Origin: https://o%d.example\r\n\r\n" % i)
+            elif i % 10 == 4:
+                reqs.append(b"GET /healthz HTTP/1.1\r\n\r\n")
+            else:
+                reqs.append(b"GET /x HTTP/1.1\r\n\r\n")
+        reqs.append(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(scaled(30))
+        # Before connect: the window clickd sees, and the segment size it sends with.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        sender = threading.Thread(target=s.sendall, args=(b"".join(reqs),), daemon=True)
+        try:
+            s.connect(("127.0.0.1", c.http_port))
+            sender.start()
+
+            # 5000 answers are ~0.75 MB: clickd queues them even while nothing is read,
+            # since it stops reading only once more than 1 MiB waits.
+            def answered():
+                m = c.metrics()
+                return sum(m.get('clickd_http_requests_total{status="%d"}' % st, 0)
+                           for st in (200, 204, 404)) >= 5000
+            wait_for(answered, 30, "clickd to queue 5000 answers")
+            out = wait_closed(s, timeout=60)
+            sender.join(scaled(30))
+            self.assertFalse(sender.is_alive())
+        finally:
+            s.close()
+        got, rest = parse_responses(out)
+        self.assertEqual(rest, b"")
+        self.assertEqual(len(got), n + 1)
+        for i, r in enumerate(got[:n]):
+            if i % 10 == 9:
+                self.assertEqual(r.status, 204, (i, r))
+                self.assertEqual(r.header("access-control-allow-origin"),
+                                 "https://o%d.example" % i, (i, r))
+            elif i % 10 == 4:
+                self.assertEqual((r.status, r.body), (200, b"ok\n"), (i, r))
+            else:
+                self.assertEqual((r.status, r.body), (404, b"not found\n"), (i, r))
+            self.assertIsNone(r.header("connection"), (i, r))
+        self.assertEqual((got[n].status, got[n].header("connection")), (200, "close"))
+        stop_ok(self, c)
+        self.assertEqual(c.records("dead_letters"), [])
 
     def test_requests_split_across_many_writes_are_reassembled(self):
         c = start_for(self)

@@ -1,8 +1,14 @@
 """UDP ingest on the real binary: one or more beacons per datagram (query-string and JSON
 lines), bad lines dead-lettered while the good ones of the same datagram are kept, and
-datagrams over udp.max_datagram_bytes dead-lettered and counted."""
+datagrams over udp.max_datagram_bytes dead-lettered and counted. Back-pressure: with a
+ring far smaller than the traffic, datagrams wait (the kernel's buffer holds the burst)
+instead of being dropped, a retried datagram is dead-lettered once, the kernel's own drops
+are counted, and shutdown takes what waits or counts what it gives up."""
 
 import json
+import re
+import signal
+import socket
 import unittest
 
 from clickd_harness import start_for, stop_ok, wait_for
@@ -116,6 +122,127 @@ class Udp(unittest.TestCase):
         # no wait: whatever the kernel holds when TERM comes is read before the exit
         stop_ok(self, c)
         self.assertEqual(ids(c.records("events")), sorted("q-%d" % i for i in range(50)))
+
+
+# A ring of 16 slots, one shard and one ingest thread: a datagram of more beacons than that
+# can never go in with one pass, so back-pressure is certain, not a matter of timing.
+TINY_RING = {"pipeline.ring_slots": "16", "pipeline.shards": "1",
+             "pipeline.ingest_threads": "1"}
+BIG = 40  # beacons in a datagram larger than the ring
+
+
+def query_lines(prefix, n):
+    return ["eid=%s-%d&vid=v%d" % (prefix, i, i % 7) for i in range(n)]
+
+
+class UdpBackpressure(unittest.TestCase):
+    """A full ring pauses reading; nothing is dropped while the kernel's buffer has room."""
+
+    def send_paced(self, c, datagrams, burst=100):
+        """Sends in bursts, each once clickd has read the one before: the kernel's receive
+        buffer never holds more than one burst (100 small datagrams, far below the
+        smallest udp.recv_buffer_bytes), so it cannot overflow, however slow clickd is."""
+        base = c.metric("clickd_udp_datagrams_total")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(0, len(datagrams), burst):
+                for d in datagrams[i:i + burst]:
+                    s.sendto(d.encode(), ("127.0.0.1", c.udp_port))
+                want = base + min(i + burst, len(datagrams))
+                wait_for(lambda: c.metric("clickd_udp_datagrams_total") >= want, 30,
+                         "clickd to read %d datagrams" % want)
+
+    def test_a_burst_far_larger_than_the_ring_arrives_whole_and_bad_lines_once(self):
+        c = start_for(self, TINY_RING)
+        datagrams, expected, bad = [], [], 0
+        for k in range(400):
+            lines = query_lines("b%d" % k, BIG if k % 50 == 0 else 5)
+            expected += [l.split("&")[0][4:] for l in lines]
+            if k % 10 == 3:
+                lines.insert(2, "eid=bad-%d&e=nope" % k)  # a bad line amid good ones
+                bad += 1
+            datagrams.append("\n".join(lines))
+        self.send_paced(c, datagrams)
+        wait_for(lambda: c.metric("clickd_events_in_total") == len(expected), 30,
+                 "every beacon to be in")
+        m = c.metrics()
+        self.assertGreaterEqual(m["clickd_udp_backpressure_total"], 1)
+        self.assertEqual(m["clickd_udp_drops_total"], 0)
+        self.assertEqual(m["clickd_udp_kernel_drops_total"], 0)
+        self.assertEqual(m['clickd_dead_letters_total{reason="malformed"}'], bad)
+        stop_ok(self, c)
+        self.assertEqual(ids(c.records("events")), sorted(expected))
+        dl = c.records("dead_letters")
+        self.assertEqual(sorted(d["payload"] for d in dl),
+                         sorted("eid=bad-%d&e=nope" % k for k in range(400) if k % 10 == 3))
+
+    def test_a_retried_datagram_dead_letters_its_bad_beacons_once(self):
+        # More good beacons than the ring holds: the datagram is necessarily retried.
+        c = start_for(self, TINY_RING)
+        lines = (query_lines("r1", 20) + ["eid=bad-line&e=nope"] + query_lines("r2", 10) +
+                 ['[{"eid":"r3-ok","vid":"v"},{"eid":"r3-bad","ts":"soon"}]'] +
+                 query_lines("r4", 15) + ["{oops"])
+        self.send_paced(c, ["\n".join(lines)])
+        wait_for(lambda: c.metric("clickd_events_in_total") == 46, 30, "46 beacons in")
+        self.assertGreaterEqual(c.metric("clickd_udp_backpressure_total"), 1)
+        self.assertEqual(c.metric('clickd_dead_letters_total{reason="malformed"}'), 3)
+        stop_ok(self, c)
+        self.assertEqual(len(ids(c.records("events"))), 46)
+        self.assertIn("r3-ok", ids(c.records("events")))
+        payloads = sorted(d["payload"] for d in c.records("dead_letters"))
+        self.assertEqual(payloads, sorted(["eid=bad-line&e=nope", '{"eid":"r3-bad","ts":"soon"}',
+                                           "{oops"]))
+
+    def test_kernel_drops_are_counted_and_everything_read_is_kept(self):
+        # clickd is stopped (SIGSTOP) while 2000 datagrams of 1 KB arrive: 2 MB cannot fit
+        # in a 64 KiB receive buffer, so the kernel must drop some, and counts them.
+        c = start_for(self, dict(TINY_RING, **{"udp.recv_buffer_bytes": "65536"}))
+        sent = 2000
+        c.proc.send_signal(signal.SIGSTOP)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for i in range(sent):
+                    s.sendto(("eid=k-%d&vid=v&pad=%s" % (i, "x" * 1000)).encode(),
+                             ("127.0.0.1", c.udp_port))
+        finally:
+            c.proc.send_signal(signal.SIGCONT)
+
+        def accounted():
+            m = c.metrics()
+            return (m["clickd_udp_datagrams_total"] + m["clickd_udp_kernel_drops_total"] ==
+                    sent and m["clickd_events_in_total"] == m["clickd_udp_datagrams_total"])
+        wait_for(accounted, 30, "every datagram read or counted as a kernel drop")
+        m = c.metrics()
+        self.assertGreater(m["clickd_udp_kernel_drops_total"], 0)
+        self.assertEqual(m["clickd_udp_drops_total"], 0)
+        stop_ok(self, c)
+        self.assertEqual(len(ids(c.records("events"))), m["clickd_udp_datagrams_total"])
+
+    def test_datagrams_waiting_for_the_ring_at_stop_are_taken(self):
+        c = start_for(self, TINY_RING)
+        expected = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for k in range(30):
+                lines = query_lines("s%d" % k, BIG)
+                expected += [l.split("&")[0][4:] for l in lines]
+                s.sendto("\n".join(lines).encode(), ("127.0.0.1", c.udp_port))
+        # no wait: what is held or still in the kernel when TERM comes goes in before exit
+        stop_ok(self, c)
+        self.assertEqual(ids(c.records("events")), sorted(expected))
+        self.assertNotIn("beacons dropped", c.log())
+
+    def test_what_shutdown_gives_up_on_is_counted(self):
+        # With no time to wait at shutdown, each beacon is either written or counted in
+        # the log line that gives it up: none vanishes and none is written twice.
+        c = start_for(self, dict(TINY_RING, **{"shutdown.drain_timeout_ms": "0"}))
+        sent = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for k in range(30):
+                s.sendto("\n".join(query_lines("g%d" % k, BIG)).encode(),
+                         ("127.0.0.1", c.udp_port))
+                sent += BIG
+        stop_ok(self, c)
+        given_up = sum(int(n) for n in re.findall(r"beacons dropped\" beacons=(\d+)", c.log()))
+        self.assertEqual(len(ids(c.records("events"))) + given_up, sent, c.log())
 
 
 if __name__ == "__main__":

@@ -171,6 +171,24 @@ Test(pipeline, a_dead_letter_carries_its_reason_and_a_bounded_payload)
 	pipeline_free(pl);
 }
 
+Test(pipeline, a_dead_letter_refused_by_a_full_sink_is_held_and_written_later)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 64);
+
+	sink.answer = -EAGAIN;
+	pipeline_dead_letter(pl, 1700000000000, METRICS_DL_MALFORMED, "first", "native", NULL, "a",
+	                     1);
+	pipeline_dead_letter(pl, 1700000000000, METRICS_DL_MALFORMED, "second", "native", NULL, "b",
+	                     1);
+	cr_assert_not(pipeline_retry(pl));
+	sink.answer = 0;
+	cr_assert(pipeline_retry(pl));
+	cr_assert_eq(sink.count[SINK_DEAD_LETTERS], 2);
+	cr_assert(strstr(sink.records[SINK_DEAD_LETTERS][0].text, "first") != NULL);
+	cr_assert(strstr(sink.records[SINK_DEAD_LETTERS][1].text, "second") != NULL);
+	pipeline_free(pl);
+}
+
 Test(pipeline, decoder_codes_map_to_reason_classes)
 {
 	cr_assert_eq(pipeline_reason_class(-EILSEQ), METRICS_DL_NOT_UTF8);

@@ -1,0 +1,90 @@
+/*
+ * held.c - records a full sink refused, kept in order (see held.h). Entries are a header
+ * (stream, key and record lengths) followed by the key and record bytes; retrying moves the
+ * unwritten tail to the front once per call.
+ */
+#include "clickd/held.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct held_entry {
+	uint32_t stream;
+	uint32_t key_len;
+	uint32_t record_len;
+};
+
+void held_init(struct held *h, size_t max_bytes)
+{
+	memset(h, 0, sizeof(*h));
+	h->max_bytes = max_bytes;
+}
+
+void held_close(struct held *h)
+{
+	free(h->buf);
+	memset(h, 0, sizeof(*h));
+}
+
+int held_push(struct held *h, enum sink_stream stream, const char *key, size_t key_len,
+              const char *record, size_t record_len)
+{
+	struct held_entry e = {(uint32_t)stream, (uint32_t)key_len, (uint32_t)record_len};
+	size_t need = h->len + sizeof(e) + key_len + record_len;
+
+	if (h->max_bytes && need > h->max_bytes)
+		return -ENOSPC;
+	if (need > h->cap) {
+		size_t cap = h->cap ? h->cap : 65536;
+		char *p;
+		while (cap < need)
+			cap *= 2;
+		p = realloc(h->buf, cap);
+		if (!p)
+			return -ENOMEM;
+		h->buf = p;
+		h->cap = cap;
+	}
+	memcpy(h->buf + h->len, &e, sizeof(e));
+	if (key_len)
+		memcpy(h->buf + h->len + sizeof(e), key, key_len);
+	memcpy(h->buf + h->len + sizeof(e) + key_len, record, record_len);
+	h->len = need;
+	h->count++;
+	return 0;
+}
+
+bool held_retry(struct held *h, struct sink *sink)
+{
+	size_t off = 0;
+
+	while (off < h->len) {
+		struct held_entry e;
+		const char *key, *rec;
+
+		memcpy(&e, h->buf + off, sizeof(e));
+		key = h->buf + off + sizeof(e);
+		rec = key + e.key_len;
+		if (sink_write(sink, (enum sink_stream)e.stream, e.key_len ? key : NULL, e.key_len,
+		               rec, e.record_len) == -EAGAIN)
+			break;
+		off += sizeof(e) + e.key_len + e.record_len;
+		h->count--;
+	}
+	memmove(h->buf, h->buf + off, h->len - off);
+	h->len -= off;
+	return h->count == 0;
+}
+
+int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
+               size_t key_len, const char *record, size_t record_len)
+{
+	if (h->count == 0) {
+		int rc = sink_write(sink, stream, key, key_len, record, record_len);
+		if (rc != -EAGAIN)
+			return rc;
+	}
+	return held_push(h, stream, key, key_len, record, record_len);
+}

@@ -6,6 +6,9 @@
 
 #include <errno.h>
 #include <string.h>
+/* Inlined: hashed per event, on ingest and on the shard. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 static const char *const field_names[EF__COUNT] = {
 #define EVENT_FIELD_NAME(id, json) [EF_##id] = json,
@@ -81,4 +84,25 @@ int event_visitor_key(const struct event *ev, char *buf, size_t cap)
 	if (vis_len)
 		memcpy(buf + app_len + 1, vis, vis_len);
 	return (int)need;
+}
+
+uint64_t event_visitor_hash(const struct event *ev)
+{
+	/* One shot from a stack copy for the usual short keys: XXH3's streaming state costs
+	 * more than hashing a few dozen bytes. */
+	char buf[512];
+	int len = event_visitor_key(ev, buf, sizeof(buf));
+	XXH3_state_t st;
+	size_t app_len, vid_len;
+	const char *app, *vid;
+
+	if (len >= 0)
+		return XXH3_64bits(buf, (size_t)len);
+	app = event_get(ev, EF_APP_ID, &app_len);
+	vid = event_get(ev, EF_VISITOR_ID, &vid_len);
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, app ? app : "", app_len);
+	XXH3_64bits_update(&st, "\x1f", 1);
+	XXH3_64bits_update(&st, vid ? vid : "", vid_len);
+	return XXH3_64bits_digest(&st);
 }

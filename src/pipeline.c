@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 struct pipeline {
 	struct ring *rings;    /* borrowed: shard_count rings */
@@ -76,19 +74,7 @@ void pipeline_free(struct pipeline *pl)
 
 size_t pipeline_shard_of(const struct event *ev, size_t shard_count)
 {
-	size_t app_len, vid_len;
-	const char *app = event_get(ev, EF_APP_ID, &app_len);
-	const char *vid = event_get(ev, EF_VISITOR_ID, &vid_len);
-	XXH3_state_t st;
-
-	if (shard_count <= 1)
-		return 0;
-	/* The same bytes as the visitor key (app_id 0x1F visitor_id), without building it. */
-	XXH3_64bits_reset(&st);
-	XXH3_64bits_update(&st, app ? app : "", app_len);
-	XXH3_64bits_update(&st, "\x1f", 1);
-	XXH3_64bits_update(&st, vid ? vid : "", vid_len);
-	return (size_t)(XXH3_64bits_digest(&st) % shard_count);
+	return shard_count <= 1 ? 0 : (size_t)(event_visitor_hash(ev) % shard_count);
 }
 
 static int64_t monotonic_us(void)

@@ -281,20 +281,6 @@ static void wheel_remove(struct session_table *t, uint32_t i)
 
 /* ---- visitors ---- */
 
-static uint64_t visitor_hash(const struct event *ev)
-{
-	size_t app_len, vid_len;
-	const char *app = event_get(ev, EF_APP_ID, &app_len);
-	const char *vid = event_get(ev, EF_VISITOR_ID, &vid_len);
-	XXH3_state_t st;
-
-	XXH3_64bits_reset(&st);
-	XXH3_64bits_update(&st, app ? app : "", app_len);
-	XXH3_64bits_update(&st, "\x1f", 1);
-	XXH3_64bits_update(&st, vid, vid_len);
-	return XXH3_64bits_digest(&st);
-}
-
 static uint32_t index_find(const struct session_table *t, uint64_t hash)
 {
 	for (uint64_t i = hash & t->index_mask;; i = (i + 1) & t->index_mask) {
@@ -508,7 +494,7 @@ const struct session *session_track(struct session_table *t, const struct event 
 		return NULL;
 	}
 	wheel_start(t, now);
-	v = visitor_get(t, visitor_hash(ev));
+	v = visitor_get(t, event_visitor_hash(ev));
 	i = t->visitors[v].session;
 	if (i != NONE) {
 		enum session_end_reason why;

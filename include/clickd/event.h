@@ -118,4 +118,7 @@ const char *event_type_name(enum event_type t);
  * its length, or -ENOSPC. Kafka messages are keyed by it. */
 int event_visitor_key(const struct event *ev, char *buf, size_t cap);
 
+/* XXH3-64 of the visitor key: routes an event to its shard and finds its visitor there. */
+uint64_t event_visitor_hash(const struct event *ev);
+
 #endif

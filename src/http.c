@@ -620,28 +620,64 @@ static void conn_on_continue(void *ud)
 
 /* ---- responses ---- */
 
+/* Appends a string literal (its length known when compiling). */
+#define HEAD_PUT(p, lit) (memcpy((p), (lit), sizeof(lit) - 1), (p) + sizeof(lit) - 1)
+
+/* Writes v in decimal at p; returns the end. */
+static char *put_decimal(char *p, size_t v)
+{
+	char digits[20];
+	size_t n = sizeof(digits);
+
+	do {
+		digits[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(p, digits + n, sizeof(digits) - n);
+	return p + sizeof(digits) - n;
+}
+
+/* The status line and our fixed headers, built by hand (no printf: one per request). */
+static size_t response_head(const struct http_conn *c, const struct http_response *resp, char *head,
+                            size_t cap)
+{
+	const char *text = http_status_text(resp->status);
+	size_t text_len = strlen(text);
+	size_t ct_len = resp->content_type ? strlen(resp->content_type) : 0;
+	char *p = head;
+
+	/* Status line, Content-Length, Content-Type, Connection, Cache-Control: at most. */
+	if (text_len + ct_len + 160 > cap)
+		return 0;
+	p = HEAD_PUT(p, "HTTP/1.1 ");
+	p = put_decimal(p, (size_t)(resp->status % 1000));
+	*p++ = ' ';
+	memcpy(p, text, text_len);
+	p += text_len;
+	p = HEAD_PUT(p, "\r\nContent-Length: ");
+	p = put_decimal(p, resp->status == 204 ? 0 : resp->body_len);
+	p = HEAD_PUT(p, "\r\n");
+	if (resp->content_type) {
+		p = HEAD_PUT(p, "Content-Type: ");
+		memcpy(p, resp->content_type, ct_len);
+		p += ct_len;
+		p = HEAD_PUT(p, "\r\n");
+	}
+	if (c->close_after_write)
+		p = HEAD_PUT(p, "Connection: close\r\n");
+	p = HEAD_PUT(p, "Cache-Control: no-cache, no-store, must-revalidate\r\n");
+	return (size_t)(p - head);
+}
+
 static void append_response(struct http_conn *c, const struct http_response *resp)
 {
 	char head[512];
-	int n;
+	size_t n = response_head(c, resp, head, sizeof(head));
 	bool with_body = c->method != HTTP_REQ_HEAD && resp->status != 204;
 	struct outbuf *o = &c->out[c->fill];
 	size_t before = o->len;
 
-	n = snprintf(head, sizeof(head),
-	             "HTTP/1.1 %d %s\r\n"
-	             "Content-Length: %zu\r\n"
-	             "%s%s%s"
-	             "%s"
-	             "Cache-Control: no-cache, no-store, must-revalidate\r\n",
-	             resp->status, http_status_text(resp->status),
-	             resp->status == 204 ? (size_t)0 : resp->body_len,
-	             resp->content_type ? "Content-Type: " : "",
-	             resp->content_type ? resp->content_type : "", resp->content_type ? "\r\n" : "",
-	             c->close_after_write ? "Connection: close\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(head))
-		n = 0;
-	if (out_append(o, head, (size_t)n) < 0 ||
+	if (out_append(o, head, n) < 0 ||
 	    (resp->headers_len && out_append(o, resp->headers, resp->headers_len) < 0) ||
 	    out_append(o, "\r\n", 2) < 0 ||
 	    (with_body && resp->body_len && out_append(o, resp->body, resp->body_len) < 0)) {

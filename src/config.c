@@ -164,7 +164,7 @@ static const struct option options[] = {
      "The landing URL, exit URL and referrer a session keeps are cut to this many bytes "
      "(at a UTF-8 character boundary)."},
 
-    {"channel.sources_dir", STR(channel_sources_dir), "", 0, 0, NULL, false,
+    {"channel.sources_dir", STR(channel_sources_dir), "", 0, 0, NULL, true,
      "A directory with search.txt, social.txt, video.txt and shopping.txt replacing the "
      "source lists of the channel rules (conf/channels/ in the source tree, "
      "/etc/clickd/channels installed). Empty: the lists built into clickd."},
@@ -597,6 +597,54 @@ size_t config_ingest_threads(const struct config *cfg)
 size_t config_shards(const struct config *cfg)
 {
 	return cfg->pipeline_shards > 0 ? (size_t)cfg->pipeline_shards : half_the_cores();
+}
+
+static bool option_equal(const struct config *a, const struct config *b, const struct option *o)
+{
+	const char *fa = (const char *)a + o->offset, *fb = (const char *)b + o->offset;
+
+	if (o->type == OPT_STRING || o->type == OPT_ADDRESS || o->type == OPT_ENUM)
+		return strcmp(fa, fb) == 0;
+	return memcmp(fa, fb, o->size) == 0;
+}
+
+static bool producer_equal(const struct config *a, const struct config *b)
+{
+	if (a->producer_count != b->producer_count)
+		return false;
+	for (size_t i = 0; i < a->producer_count; i++)
+		if (strcmp(a->producer_keys[i], b->producer_keys[i]) != 0 ||
+		    strcmp(a->producer_values[i], b->producer_values[i]) != 0)
+			return false;
+	return true;
+}
+
+int config_merge_reload(struct config *next, const struct config *running,
+                        void (*note)(void *ud, const char *key, bool applied), void *ud, char *err,
+                        size_t errlen)
+{
+	for (size_t i = 0; i < OPTION_COUNT; i++) {
+		const struct option *o = &options[i];
+
+		if (option_equal(next, running, o))
+			continue;
+		if (note)
+			note(ud, o->key, o->reloadable);
+		if (!o->reloadable)
+			memcpy((char *)next + o->offset, (const char *)running + o->offset,
+			       o->size);
+	}
+	if (!producer_equal(next, running)) {
+		/* librdkafka takes its configuration when the producer is made. */
+		if (note)
+			note(ud, "kafka.producer", false);
+		config_close(next);
+		for (size_t i = 0; i < running->producer_count; i++)
+			if (producer_set(next, running->producer_keys[i],
+			                 running->producer_values[i], err, errlen) < 0)
+				return -ENOMEM;
+	}
+	return config_derive(next, err, errlen);
 }
 
 void config_close(struct config *cfg)

@@ -1154,3 +1154,11 @@ size_t http_server_connections(const struct http_server *srv)
 {
 	return srv->open;
 }
+
+void http_server_set_limits(struct http_server *srv, const struct http_limits *limits)
+{
+	_Atomic size_t *shared = srv->limits.shared_open;
+
+	srv->limits = *limits;
+	srv->limits.shared_open = shared; /* the budget stays shared with the other servers */
+}

@@ -56,16 +56,21 @@ static uint64_t xorshift128plus(uint64_t s[2])
 	return s[1] + y;
 }
 
-int ingest_init(struct ingest *ix, const struct config *cfg, struct pipeline *pl)
+void ingest_reconfigure(struct ingest *ix, const struct config *cfg)
 {
-	memset(ix, 0, sizeof(*ix));
 	ix->cfg = cfg;
-	ix->pl = pl;
 	ix->beacon.anonymize_ip = cfg->privacy_anonymize_ip;
 	ix->beacon.honor_gpc = cfg->privacy_honor_gpc;
 	ix->beacon.max_fields = (size_t)cfg->limits_max_fields;
 	ix->beacon.max_batch = (size_t)cfg->limits_max_batch;
 	ix->beacon.max_json_depth = (size_t)cfg->limits_max_json_depth;
+}
+
+int ingest_init(struct ingest *ix, const struct config *cfg, struct pipeline *pl)
+{
+	memset(ix, 0, sizeof(*ix));
+	ix->pl = pl;
+	ingest_reconfigure(ix, cfg);
 	if (getrandom(ix->rng, sizeof(ix->rng), 0) != sizeof(ix->rng) ||
 	    (!ix->rng[0] && !ix->rng[1])) {
 		ix->rng[0] = (uint64_t)(uintptr_t)ix ^ 0x9e3779b97f4a7c15ULL;

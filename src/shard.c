@@ -61,6 +61,9 @@ struct shard {
 	int64_t next_eligible_us; /* when the oldest left event may go; 0: none left */
 
 	_Atomic int64_t dedup_covered_ms; /* read by the main thread for the gauge */
+	/* A reload hands new channel lists over: taken at the next tick. */
+	_Atomic(const struct channel_lists *) channels_next;
+	_Atomic(const struct channel_lists *) channels_in_use;
 
 	pthread_t thread;
 	bool started;
@@ -280,6 +283,13 @@ static void publish_stats(struct shard *sh)
 
 void shard_tick(struct shard *sh, int64_t now_ms)
 {
+	const struct channel_lists *next =
+	    atomic_exchange_explicit(&sh->channels_next, NULL, memory_order_acquire);
+
+	if (next) {
+		sh->opt.channels = next;
+		atomic_store_explicit(&sh->channels_in_use, next, memory_order_release);
+	}
 	if (sh->held.count == 0 || held_retry(&sh->held, sh->opt.sink))
 		session_tick(sh->sessions, now_ms);
 	dedup_expire(sh->dedup, now_ms);
@@ -453,6 +463,8 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 	held_init(&sh->held, 0); /* bounded by the shard stopping its intake while it holds */
 	atomic_init(&sh->sleeping, 0);
 	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
+	atomic_init(&sh->channels_next, NULL);
+	atomic_init(&sh->channels_in_use, opt->channels);
 	return sh;
 nomem:
 	snprintf(err, errlen, "shard %u: out of memory", opt->index);
@@ -472,4 +484,15 @@ void shard_free(struct shard *sh)
 	free(sh->key);
 	held_close(&sh->held);
 	free(sh);
+}
+
+void shard_set_channels(struct shard *sh, const struct channel_lists *lists)
+{
+	atomic_store_explicit(&sh->channels_next, lists, memory_order_release);
+	shard_wake(sh);
+}
+
+const struct channel_lists *shard_channels_in_use(struct shard *sh)
+{
+	return atomic_load_explicit(&sh->channels_in_use, memory_order_acquire);
 }

@@ -103,6 +103,15 @@ int config_load(struct config *cfg, const char *path, char *const *sets, size_t 
                 size_t errlen);
 void config_close(struct config *cfg);
 
+/* For a reload: `next` was just loaded; every key whose table entry says it cannot change
+ * while clickd runs gets running's value back (so next describes what will really run),
+ * and so do the [kafka.producer] properties. note (may be NULL) is called for each key
+ * whose value differs, with applied = whether the new value takes effect. Returns 0, or
+ * a negative code with err filled (next is then to be closed). */
+int config_merge_reload(struct config *next, const struct config *running,
+                        void (*note)(void *ud, const char *key, bool applied), void *ud, char *err,
+                        size_t errlen);
+
 /* pipeline.ingest_threads and pipeline.shards, with 0 resolved from the CPU count. */
 size_t config_ingest_threads(const struct config *cfg);
 size_t config_shards(const struct config *cfg);

@@ -226,4 +226,9 @@ const char *http_status_text(int status);
 /* Open connections (for metrics and tests). */
 size_t http_server_connections(const struct http_server *srv);
 
+/* New limits (a reload), from the server's loop thread: they apply to connections
+ * accepted from now on and to the idle timer; a connection keeps the header, URL and body
+ * limits it was accepted with until it closes. */
+void http_server_set_limits(struct http_server *srv, const struct http_limits *limits);
+
 #endif

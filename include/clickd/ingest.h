@@ -26,6 +26,9 @@ struct ingest {
 /* Fills ix from the config; cfg and pl are borrowed and must outlive it. Returns 0. */
 int ingest_init(struct ingest *ix, const struct config *cfg, struct pipeline *pl);
 
+/* Switches ix to another config snapshot (a reload), from ix's own loop thread. */
+void ingest_reconfigure(struct ingest *ix, const struct config *cfg);
+
 /* http_handler_fn / http_reject_fn for the collect listener; ud is the struct ingest. */
 void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_request *req);
 void ingest_http_reject(void *ud, int status, const char *reason, const char *peer_ip,

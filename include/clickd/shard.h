@@ -70,6 +70,12 @@ void shard_wake(struct shard *sh);
  * tick); any thread. */
 int64_t shard_dedup_covered_ms(struct shard *sh);
 
+/* A reload: the shard classifies with `lists` from its next tick on (any thread; lists
+ * is borrowed and must outlive the shard or be retired only once
+ * shard_channels_in_use(sh) returns it for every shard). */
+void shard_set_channels(struct shard *sh, const struct channel_lists *lists);
+const struct channel_lists *shard_channels_in_use(struct shard *sh);
+
 /* Waits for the thread to end (after every input ring was closed). */
 void shard_join(struct shard *sh);
 

@@ -257,3 +257,48 @@ Test(config, conf_clickd_conf_documents_every_key_as_dump_options_prints_it)
 	free(text);
 	free(dump);
 }
+
+struct notes {
+	char keys[8][64];
+	bool applied[8];
+	size_t n;
+};
+
+static void note_key(void *ud, const char *key, bool applied)
+{
+	struct notes *x = ud;
+
+	cr_assert_lt(x->n, 8);
+	snprintf(x->keys[x->n], sizeof(x->keys[0]), "%s", key);
+	x->applied[x->n++] = applied;
+}
+
+Test(config, a_reload_takes_live_keys_and_keeps_the_rest_as_running)
+{
+	static struct config running, next;
+	char *a[] = {"log.level=info", "http.max_url_bytes=1024", "http.listen=127.0.0.1:8080",
+	             "kafka.producer.linger.ms=5"};
+	char *b[] = {"log.level=debug", "http.max_url_bytes=2048", "http.listen=127.0.0.1:9090",
+	             "kafka.producer.linger.ms=50", "http.cors_origins=https://a.example"};
+	struct notes x = {0};
+
+	cr_assert_eq(config_load(&running, NULL, a, 4, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_load(&next, NULL, b, 5, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(config_merge_reload(&next, &running, note_key, &x, err, sizeof(err)), 0, "%s",
+	             err);
+	cr_assert_str_eq(next.log_level, "debug");
+	cr_assert_eq(next.http_max_url_bytes, 2048);
+	cr_assert_str_eq(next.http_listen, "127.0.0.1:8080", "a listener needs a restart");
+	cr_assert_eq(next.producer_count, 1);
+	cr_assert_str_eq(next.producer_values[0], "5", "librdkafka takes its config at start");
+	cr_assert_eq(next.cors_origin_count, 1, "derived lists follow the new value");
+	cr_assert(config_cors_allowed(&next, "https://a.example", 17));
+	cr_assert_eq(x.n, 5);
+	for (size_t i = 0; i < x.n; i++) {
+		bool live = strcmp(x.keys[i], "http.listen") != 0 &&
+		            strcmp(x.keys[i], "kafka.producer") != 0;
+		cr_assert_eq(x.applied[i], live, "%s", x.keys[i]);
+	}
+	config_close(&running);
+	config_close(&next);
+}

@@ -34,10 +34,13 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define REQ_INITIAL_BYTES 4096
-#define OUT_INITIAL_BYTES 1024
-#define OUT_PAUSE_BYTES   (1024 * 1024)
-#define READ_BUFFER_BYTES 65536
+/* listen(2) backlog: the same as net_listen_tcp's and the socket units' Backlog=, since
+ * uv_listen calls listen again on a socket passed by systemd. */
+#define HTTP_LISTEN_BACKLOG 4096
+#define REQ_INITIAL_BYTES   4096
+#define OUT_INITIAL_BYTES   1024
+#define OUT_PAUSE_BYTES     (1024 * 1024)
+#define READ_BUFFER_BYTES   65536
 /* After an error answer, how long unread request bytes are read and dropped before the
  * close (nginx's lingering close): closing with unread data makes the kernel send a reset
  * that can destroy the answer before the client reads it. */
@@ -90,6 +93,7 @@ struct http_conn {
 	char peer_ip[64];
 	enum http_req_method method; /* of the request being answered (HEAD: no body) */
 	int64_t received_at_ms;
+	uint64_t answers; /* queued so far: on_read times the ones of each read */
 
 	struct outbuf out[2];
 	int fill; /* index of the buffer being filled; the other may be in flight */
@@ -686,6 +690,7 @@ static void append_response(struct http_conn *c, const struct http_response *res
 		o->len = before;
 		c->close_after_write = true;
 	}
+	c->answers++;
 	if (c->srv->limits.collect_metrics)
 		metrics_http_status(resp->status);
 }
@@ -884,7 +889,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct http_conn *c = s->data;
 	struct http_server *srv = c->srv;
-	uint64_t progress;
+	uint64_t progress, read_ns, answers;
 
 	if (buf->base == srv->read_buffer)
 		srv->read_buffer_busy = false;
@@ -906,6 +911,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (srv->limits.collect_metrics)
 		metrics_add(METRIC_BYTES_IN, (uint64_t)nread);
 	c->received_at_ms = wall_clock_ms();
+	read_ns = uv_hrtime(); /* once per read, however many requests it completes */
+	answers = c->answers;
 	progress = http_reqparser_progress(&c->rp);
 	if (http_reqparser_feed(&c->rp, buf->base, (size_t)nread) == HTTP_REQPARSER_ERROR) {
 		struct http_reqparser_error e;
@@ -921,6 +928,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		uv_read_stop(s);
 		c->reading = false;
 	}
+	if (srv->limits.collect_metrics && c->answers != answers)
+		metrics_http_answered(uv_hrtime() - read_ns, c->answers - answers);
 	conn_flush(c);
 }
 
@@ -1065,7 +1074,7 @@ int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http
 	srv->open_handles = 2;
 	rc = uv_tcp_open(&srv->listener, fd);
 	if (rc == 0)
-		rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+		rc = uv_listen((uv_stream_t *)&srv->listener, HTTP_LISTEN_BACKLOG, on_connection);
 	if (rc < 0) {
 		/* The caller still closes via http_server_close to release the handles. */
 		*out = srv;

@@ -13,11 +13,16 @@
  * shard s. Owned here, freed after every thread is joined.
  *
  * Start-up: config, channel lists, sinks, rings, shards, ingest loops and their listeners
- * (all bound before any thread starts, so a port in use fails the start cleanly), the
+ * (all bound before any thread starts, so a port in use fails the start cleanly; or, with
+ * socket activation, each listener on its own copy of the socket systemd passed), the
  * admin listener; then the shard threads, then the ingest threads; only then is /readyz
- * ready.
+ * ready and systemd told READY=1 (systemd.h).
  *
- * Stop (TERM/INT): each ingest thread stops accepting, lets in-flight requests finish
+ * Under systemd the main loop also sends STATUS= every few seconds and, with WatchdogSec=,
+ * WATCHDOG=1 every half interval -- but only while every ingest loop (a heartbeat timer on
+ * its loop) and every shard (its tick) has shown progress within the interval.
+ *
+ * Stop (TERM/INT): STOPPING=1; each ingest thread stops accepting, lets in-flight requests finish
  * (shutdown.drain_timeout_ms), takes the datagrams the kernel holds, closes its rings and
  * flushes its own sink; each shard, once all its rings are closed and empty, closes its
  * sessions (shutdown) and flushes; then the main thread joins everyone, flushes Kafka
@@ -35,6 +40,7 @@
 #include "clickd/ring.h"
 #include "clickd/shard.h"
 #include "clickd/sink.h"
+#include "clickd/systemd.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -59,8 +65,13 @@ struct ingest_thread {
 	uv_loop_t loop;
 	uv_async_t stop_async;
 	uv_timer_t poll_timer;
-	uv_check_t wake_check; /* once per loop turn: wake the shards that got events */
-	struct sink *sink;     /* dead letters: owned file sink, or the shared Kafka sink */
+	uv_check_t wake_check;        /* once per loop turn: wake the shards that got events */
+	uv_timer_t heartbeat_timer;   /* with the systemd watchdog: this loop is alive */
+	_Atomic int64_t heartbeat_ms; /* its last beat (CLOCK_MONOTONIC); the main loop reads it */
+	uv_async_t reload_async;
+	_Atomic(const struct config *) cfg_next;   /* handed over by a reload */
+	_Atomic(const struct config *) cfg_in_use; /* what this thread runs with */
+	struct sink *sink; /* dead letters: owned file sink, or the shared Kafka sink */
 	bool sink_owned;
 	struct pipeline *pl;
 	struct ingest ix;
@@ -74,7 +85,16 @@ struct ingest_thread {
 
 struct daemon {
 	uv_loop_t loop;
-	struct config cfg;
+	struct config cfg; /* as loaded at start */
+	/* SIGHUP reload (reload() below): the config and the channel lists that run, and the
+	 * ones before them, freed once every thread has taken the new ones. */
+	const char *config_path;
+	char **sets;
+	size_t nsets;
+	struct config *cfg_live; /* &cfg, or a reload's snapshot (owned) */
+	struct config *cfg_retiring;
+	struct channel_lists *channels_retiring;
+	bool reload_pending;
 	struct channel_lists *channels;
 	struct sink *kafka; /* shared by every thread; NULL with the file sink */
 	size_t ingest_count, shard_count;
@@ -88,6 +108,11 @@ struct daemon {
 	struct http_server *admin;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t poll_timer;
+	uv_timer_t watchdog_timer, status_timer; /* systemd: WATCHDOG=1; STATUS= and READY=1 */
+	bool systemd_timers_ready;
+	bool notified_ready;
+	uint64_t status_events; /* clickd_events_in_total at the last STATUS= */
+	int64_t status_at_ms;
 	uv_async_t done_async;
 	_Atomic size_t http_open; /* collect connections over all ingest threads */
 	_Atomic unsigned ingest_done;
@@ -198,7 +223,9 @@ static void ingest_thread_finish(struct ingest_thread *it)
 	}
 	uv_close((uv_handle_t *)&it->poll_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&it->stop_async, on_handle_closed);
+	uv_close((uv_handle_t *)&it->reload_async, on_handle_closed);
 	uv_close((uv_handle_t *)&it->wake_check, on_handle_closed);
+	uv_close((uv_handle_t *)&it->heartbeat_timer, on_handle_closed);
 }
 
 static void on_ingest_part_closed(void *arg)
@@ -206,6 +233,39 @@ static void on_ingest_part_closed(void *arg)
 	struct ingest_thread *it = arg;
 	if (--it->parts_open == 0)
 		ingest_thread_finish(it);
+}
+
+/* The collect listener's limits from a config. */
+static struct http_limits collect_limits(struct daemon *d, const struct config *cfg)
+{
+	struct http_limits l = {
+	    .max_connections = (size_t)cfg->http_max_connections,
+	    .shared_open = &d->http_open,
+	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
+	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
+	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
+	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
+	    .collect_metrics = true,
+	};
+	return l;
+}
+
+/* A reload reached this ingest thread: switch to the new snapshot at a safe point (between
+ * callbacks of its own loop) and say so. */
+static void on_ingest_reload(uv_async_t *a)
+{
+	struct ingest_thread *it = a->data;
+	const struct config *cfg = atomic_load_explicit(&it->cfg_next, memory_order_acquire);
+	struct http_limits limits;
+
+	if (!cfg || cfg == it->ix.cfg)
+		return;
+	ingest_reconfigure(&it->ix, cfg);
+	if (it->http) {
+		limits = collect_limits(it->d, cfg);
+		http_server_set_limits(it->http, &limits);
+	}
+	atomic_store_explicit(&it->cfg_in_use, cfg, memory_order_release);
 }
 
 static void on_ingest_stop(uv_async_t *a)
@@ -217,7 +277,7 @@ static void on_ingest_stop(uv_async_t *a)
 	it->parts_open = 1; /* held until both parts are asked to close */
 	if (it->http) {
 		it->parts_open++;
-		http_server_close(it->http, (uint64_t)it->d->cfg.shutdown_drain_timeout_ms,
+		http_server_close(it->http, (uint64_t)it->ix.cfg->shutdown_drain_timeout_ms,
 		                  on_ingest_part_closed, it);
 		it->http = NULL;
 	}
@@ -244,6 +304,13 @@ static void on_ingest_poll(uv_timer_t *t)
 	pipeline_retry(it->pl); /* dead letters a full sink refused */
 }
 
+/* Shows the watchdog (on the main loop) that this loop turns. */
+static void on_ingest_heartbeat(uv_timer_t *t)
+{
+	struct ingest_thread *it = t->data;
+	atomic_store_explicit(&it->heartbeat_ms, systemd_monotonic_ms(), memory_order_relaxed);
+}
+
 static void *ingest_main(void *arg)
 {
 	struct ingest_thread *it = arg;
@@ -260,15 +327,49 @@ static void *ingest_main(void *arg)
 	return NULL;
 }
 
+/* A copy of the socket systemd passed for a listener (socket activation): each caller gets
+ * its own, so each loop closes only its copy at stop and the socket stays with systemd. */
+static int passed_listener(struct daemon *d, const char *key, const char *name,
+                           const char *addr_text, bool udp, int *port, int *fd_out)
+{
+	int fd = systemd_listen_fd(name);
+
+	if (fd < 0) {
+		log_error("main",
+		          "msg=\"cannot copy the socket systemd passed\" key=%s name=%s err=\"%s\"",
+		          key, name, strerror(-fd));
+		return fd;
+	}
+	if (udp) {
+		int rcvbuf = (int)d->cfg.udp_recv_buffer_bytes;
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)); /* best effort */
+	}
+	if (*port <= 0) {
+		*port = net_local_port(fd);
+		log_info("main", "msg=listening key=%s addr=systemd:%s port=%d", key, name, *port);
+		if (addr_text[0])
+			log_info("main",
+			         "msg=\"socket activation: the passed socket is used, the key is "
+			         "ignored\" key=%s value=%s",
+			         key, addr_text);
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 /* Binds one listener; the first thread binds the configured address, the others the
- * port it got (the same when a port was given; the kernel's when it was 0). */
+ * port it got (the same when a port was given; the kernel's when it was 0). A socket
+ * systemd passed under the listener's name ("http" for http.listen...) wins over the key. */
 static int bind_listener(struct daemon *d, const char *key, const char *addr_text, bool udp,
                          int *port, int *fd_out)
 {
 	struct sockaddr_storage addr;
-	char err[256];
+	char err[256], name[16];
 	int fd;
 
+	snprintf(name, sizeof(name), "%.*s", (int)strcspn(key, "."), key);
+	if (systemd_listen_passed(name))
+		return passed_listener(d, key, name, addr_text, udp, port, fd_out);
 	if (config_parse_address(addr_text, &addr, err, sizeof(err)) < 0) {
 		log_error("main", "msg=\"bad address\" key=%s err=\"%s\"", key, err);
 		return -EINVAL;
@@ -298,15 +399,7 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
                               int *udp_port)
 {
 	const struct config *cfg = &d->cfg;
-	struct http_limits collect = {
-	    .max_connections = (size_t)cfg->http_max_connections,
-	    .shared_open = &d->http_open,
-	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
-	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
-	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
-	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
-	    .collect_metrics = true,
-	};
+	struct http_limits collect = collect_limits(d, cfg);
 	char tag[32];
 	int fd, rc;
 
@@ -315,8 +408,21 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 	it->loop_ready = true;
 	uv_async_init(&it->loop, &it->stop_async, on_ingest_stop);
 	it->stop_async.data = it;
+	uv_async_init(&it->loop, &it->reload_async, on_ingest_reload);
+	it->reload_async.data = it;
+	atomic_init(&it->cfg_next, NULL);
+	atomic_init(&it->cfg_in_use, cfg);
 	uv_timer_init(&it->loop, &it->poll_timer);
 	it->poll_timer.data = it;
+	atomic_init(&it->heartbeat_ms, systemd_monotonic_ms());
+	uv_timer_init(&it->loop, &it->heartbeat_timer);
+	it->heartbeat_timer.data = it;
+	if (systemd_watchdog_usec() > 0) {
+		/* Several beats per watchdog interval (WatchdogSec= of 1 s or more). */
+		uint64_t beat_ms = systemd_watchdog_usec() / 4000;
+		beat_ms = beat_ms < 1 ? 1 : beat_ms > 250 ? 250 : beat_ms;
+		uv_timer_start(&it->heartbeat_timer, on_ingest_heartbeat, beat_ms, beat_ms);
+	}
 	snprintf(tag, sizeof(tag), "i%u", it->index);
 	it->sink = thread_sink(d, tag, &it->sink_owned);
 	if (!it->sink)
@@ -332,7 +438,7 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 	uv_check_init(&it->loop, &it->wake_check);
 	it->wake_check.data = it;
 	uv_check_start(&it->wake_check, on_ingest_loop_turn);
-	if (cfg->http_listen[0]) {
+	if (cfg->http_listen[0] || systemd_listen_passed("http")) {
 		if (bind_listener(d, "http.listen", cfg->http_listen, false, http_port, &fd) < 0)
 			return -1;
 		rc = http_server_new(&it->loop, fd, "http", &collect, ingest_http_handle,
@@ -342,7 +448,7 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 			return -1;
 		}
 	}
-	if (cfg->udp_listen[0]) {
+	if (cfg->udp_listen[0] || systemd_listen_passed("udp")) {
 		if (bind_listener(d, "udp.listen", cfg->udp_listen, true, udp_port, &fd) < 0)
 			return -1;
 		rc = ingest_udp_new(&it->loop, fd, &it->ix, &it->udp);
@@ -443,6 +549,106 @@ static int shards_init(struct daemon *d)
 	return 0;
 }
 
+/* ---- systemd: readiness, status, watchdog (systemd.h) ---- */
+
+/* The first loop whose heartbeat is older than limit_ms (its name in `name`), or NULL. The
+ * main loop needs no heartbeat: it is the one asking, and when it is stuck nobody pings. */
+static const char *stuck_loop(struct daemon *d, int64_t limit_ms, char *name, size_t cap,
+                              int64_t *silent_ms)
+{
+	int64_t now = systemd_monotonic_ms();
+
+	for (size_t i = 0; i < d->ingest_count; i++) {
+		*silent_ms =
+		    now - atomic_load_explicit(&d->ingest[i].heartbeat_ms, memory_order_relaxed);
+		if (*silent_ms > limit_ms) {
+			snprintf(name, cap, "ingest%zu", i);
+			return name;
+		}
+	}
+	for (size_t s = 0; s < d->shard_count; s++) {
+		*silent_ms = now - shard_heartbeat_ms(d->shards[s]);
+		if (*silent_ms > limit_ms) {
+			snprintf(name, cap, "shard%zu", s);
+			return name;
+		}
+	}
+	return NULL;
+}
+
+/* Every half watchdog interval: WATCHDOG=1 only when every loop has beaten within it. */
+static void on_watchdog_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	int64_t limit_ms = (int64_t)(systemd_watchdog_usec() / 1000), silent_ms = 0;
+	char name[32];
+
+	systemd_watchdog_feed(stuck_loop(d, limit_ms, name, sizeof(name), &silent_ms), silent_ms);
+}
+
+/* READY=1, once: started (every listener bound, every thread running) and every sink able
+ * to take records -- what /readyz answers 200 for. */
+static void notify_ready_once(struct daemon *d)
+{
+	if (d->notified_ready || !d->admin_state.started || d->stopping)
+		return;
+	for (struct sink *const *s = d->ready_sinks; s && *s; s++)
+		if (!(*s)->ops->ready(*s))
+			return; /* the status timer asks again */
+	d->notified_ready = true;
+	systemd_notify_ready();
+}
+
+static void on_status_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	int64_t now = systemd_monotonic_ms(), elapsed_ms = now - d->status_at_ms;
+	uint64_t events = metrics_get(METRIC_EVENTS_IN);
+	double slots =
+	    (double)(d->ingest_count * d->shard_count) * (double)d->cfg.pipeline_ring_slots;
+	char kafka[48] = "";
+
+	notify_ready_once(d);
+	if (d->kafka)
+		snprintf(kafka, sizeof(kafka), ", Kafka queue %lld",
+		         (long long)metrics_gauge_get(GAUGE_KAFKA_QUEUE));
+	systemd_notify_status(
+	    "%.0f events/s, %zu HTTP connections, %lld open sessions, rings %.1f%% full%s",
+	    elapsed_ms > 0 ? (double)(events - d->status_events) * 1000.0 / (double)elapsed_ms
+	                   : 0.0,
+	    atomic_load_explicit(&d->http_open, memory_order_relaxed),
+	    (long long)metrics_gauge_get(GAUGE_SESSIONS_OPEN),
+	    slots > 0 ? 100.0 * (double)metrics_gauge_get(GAUGE_RING_EVENTS) / slots : 0.0, kafka);
+	d->status_events = events;
+	d->status_at_ms = now;
+}
+
+static void systemd_timers_start(struct daemon *d)
+{
+	uint64_t ping_ms = systemd_watchdog_usec() / 2000; /* half the interval (sd_notify(3)) */
+
+	uv_timer_init(&d->loop, &d->watchdog_timer);
+	uv_timer_init(&d->loop, &d->status_timer);
+	d->watchdog_timer.data = d->status_timer.data = d;
+	d->systemd_timers_ready = true;
+	d->status_at_ms = systemd_monotonic_ms();
+	if (systemd_watchdog_usec() > 0)
+		uv_timer_start(&d->watchdog_timer, on_watchdog_timer, ping_ms ? ping_ms : 1,
+		               ping_ms ? ping_ms : 1);
+	if (systemd_notify_enabled())
+		uv_timer_start(&d->status_timer, on_status_timer, SYSTEMD_STATUS_INTERVAL_MS,
+		               SYSTEMD_STATUS_INTERVAL_MS);
+}
+
+static void systemd_timers_close(struct daemon *d)
+{
+	if (!d->systemd_timers_ready)
+		return;
+	d->systemd_timers_ready = false;
+	uv_close((uv_handle_t *)&d->watchdog_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&d->status_timer, on_handle_closed);
+}
+
 /* ---- the main loop: stop ---- */
 
 static void on_admin_closed(void *arg)
@@ -467,7 +673,7 @@ static void finish_stop(struct daemon *d)
 	uv_close((uv_handle_t *)&d->poll_timer, on_handle_closed);
 	if (d->kafka) {
 		/* Nothing else runs now: blocking in flush is what the stop is for. */
-		if (d->kafka->ops->flush(d->kafka, (int)d->cfg.kafka_flush_timeout_ms) < 0) {
+		if (d->kafka->ops->flush(d->kafka, (int)d->cfg_live->kafka_flush_timeout_ms) < 0) {
 			log_error("main",
 			          "msg=\"records could not be flushed before the timeout\"");
 			d->exit_code = 1;
@@ -497,6 +703,8 @@ static void begin_stop(struct daemon *d, const char *why)
 		return;
 	d->stopping = true;
 	d->admin_state.draining = true;
+	systemd_notify_stopping(); /* systemd now bounds the stop by TimeoutStopSec=, */
+	systemd_timers_close(d);   /* and watches no more: the loops end one by one */
 	log_info("main",
 	         "msg=\"stopping: draining connections, closing sessions, flushing\" "
 	         "signal=%s",
@@ -507,12 +715,114 @@ static void begin_stop(struct daemon *d, const char *why)
 	on_done(&d->done_async); /* nothing may have been running */
 }
 
+/* ---- reload (SIGHUP) ----
+ *
+ * The config file is read again with the same --set overrides; keys the option table marks
+ * reloadable take effect, the others are named in the log and keep their running value
+ * (config_merge_reload); the channel source lists are read again. A bad config or list
+ * refuses the whole reload and the old one keeps running. The new snapshot goes to each
+ * ingest thread through its own loop (on_ingest_reload) and the new lists to each shard at
+ * its next tick; the old ones are freed by the poll timer once every thread has let go.
+ */
+static void note_reload_key(void *ud, const char *key, bool applied)
+{
+	(void)ud;
+	if (applied)
+		log_info("main", "msg=\"reload: changed\" key=%s applied=yes", key);
+	else
+		log_warn(
+		    "main",
+		    "msg=\"reload: this key needs a restart; it keeps its running value\" key=%s "
+		    "applied=no",
+		    key);
+}
+
+static void reload_refused(const char *why)
+{
+	metrics_add(METRIC_RELOADS_REFUSED, 1);
+	log_error("main", "msg=\"reload refused; the running config stays\" err=\"%s\"", why);
+	systemd_notify_ready();
+}
+
+static void reload(struct daemon *d)
+{
+	struct config *next = NULL;
+	struct channel_lists *lists;
+	enum log_level level;
+	char err[512];
+
+	if (d->stopping)
+		return;
+	if (d->reload_pending) {
+		reload_refused("the previous reload is still being taken by the threads");
+		return;
+	}
+	systemd_notify_reloading();
+	next = calloc(1, sizeof(*next));
+	if (!next) {
+		reload_refused("out of memory");
+		return;
+	}
+	if (config_load(next, d->config_path, d->sets, d->nsets, err, sizeof(err)) < 0 ||
+	    config_merge_reload(next, d->cfg_live, note_reload_key, d, err, sizeof(err)) < 0) {
+		free(next);
+		reload_refused(err);
+		return;
+	}
+	lists = channel_lists_new(next->channel_sources_dir, err, sizeof(err));
+	if (!lists) {
+		config_close(next);
+		free(next);
+		reload_refused(err);
+		return;
+	}
+	if (log_level_parse(next->log_level, &level) == 0)
+		log_set_level(level);
+	d->cfg_retiring = d->cfg_live;
+	d->cfg_live = next;
+	d->channels_retiring = d->channels;
+	d->channels = lists;
+	d->reload_pending = true;
+	for (size_t i = 0; i < d->ingest_count; i++) {
+		atomic_store_explicit(&d->ingest[i].cfg_next, next, memory_order_release);
+		uv_async_send(&d->ingest[i].reload_async);
+	}
+	for (size_t s = 0; s < d->shard_count; s++)
+		shard_set_channels(d->shards[s], lists);
+	metrics_add(METRIC_RELOADS_APPLIED, 1);
+	log_info("main", "msg=reloaded config=%s", d->config_path ? d->config_path : "(built-in)");
+	systemd_notify_ready();
+}
+
+/* Frees the config and lists a reload replaced, once no thread uses them. */
+static void reload_retire(struct daemon *d)
+{
+	if (!d->reload_pending || d->finishing)
+		return;
+	for (size_t i = 0; i < d->ingest_count; i++)
+		if (d->ingest[i].started &&
+		    atomic_load_explicit(&d->ingest[i].cfg_in_use, memory_order_acquire) !=
+		        d->cfg_live)
+			return;
+	for (size_t s = 0; s < d->shard_count; s++)
+		if (shard_channels_in_use(d->shards[s]) != d->channels)
+			return;
+	if (d->cfg_retiring != &d->cfg) {
+		config_close(d->cfg_retiring);
+		free(d->cfg_retiring);
+	}
+	d->cfg_retiring = NULL;
+	channel_lists_free(d->channels_retiring);
+	d->channels_retiring = NULL;
+	d->reload_pending = false;
+	log_info("main", "msg=\"reload taken by every thread\" channels=taken");
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct daemon *d = s->data;
 	if (signum == SIGHUP) {
-		log_warn("main", "msg=\"SIGHUP: live reload is not available in this version; "
-		                 "restart to apply config changes\"");
+		reload(d);
 		return;
 	}
 	begin_stop(d, signum == SIGTERM ? "TERM" : "INT");
@@ -526,11 +836,20 @@ static void on_poll_timer(uv_timer_t *t)
 
 	if (d->kafka)
 		d->kafka->ops->poll(d->kafka, wall_clock_ms());
+	reload_retire(d);
 	int64_t covered = d->cfg.dedup_window_s * 1000;
 
-	for (size_t i = 0; i < n; i++)
-		waiting += (int64_t)ring_fill(&d->rings[i]);
+	int64_t fullest_ppm = 0; /* clickd_ring_fill_ratio, in millionths */
+
+	for (size_t i = 0; i < n; i++) {
+		size_t fill = ring_fill(&d->rings[i]);
+		int64_t ppm = (int64_t)(fill * 1000000 / ring_capacity(&d->rings[i]));
+
+		waiting += (int64_t)fill;
+		fullest_ppm = ppm > fullest_ppm ? ppm : fullest_ppm;
+	}
 	metrics_gauge_set(GAUGE_RING_EVENTS, waiting);
+	metrics_gauge_set(GAUGE_RING_FILL_PPM, fullest_ppm);
 	for (size_t s = 0; s < d->shard_count; s++)
 		if (shard_dedup_covered_ms(d->shards[s]) < covered)
 			covered = shard_dedup_covered_ms(d->shards[s]);
@@ -550,7 +869,7 @@ static int admin_start(struct daemon *d)
 	};
 	int port = 0, fd, rc;
 
-	if (!d->cfg.admin_listen[0])
+	if (!d->cfg.admin_listen[0] && !systemd_listen_passed("admin"))
 		return 0;
 	if (bind_listener(d, "admin.listen", d->cfg.admin_listen, false, &port, &fd) < 0)
 		return -1;
@@ -663,6 +982,15 @@ static void cleanup(struct daemon *d)
 	if (d->kafka)
 		d->kafka->ops->free(d->kafka);
 	channel_lists_free(d->channels);
+	channel_lists_free(d->channels_retiring);
+	if (d->cfg_retiring && d->cfg_retiring != &d->cfg) {
+		config_close(d->cfg_retiring);
+		free(d->cfg_retiring);
+	}
+	if (d->cfg_live && d->cfg_live != &d->cfg) {
+		config_close(d->cfg_live);
+		free(d->cfg_live);
+	}
 	admin_close(&d->admin_state);
 	config_close(&d->cfg);
 }
@@ -725,6 +1053,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "clickd: config: %s\n", err);
 		return 2;
 	}
+	d.cfg_live = &d.cfg;
+	d.config_path = config_path;
+	d.sets = sets;
+	d.nsets = nsets;
 	if (check_only) {
 		struct channel_lists *lists =
 		    channel_lists_new(d.cfg.channel_sources_dir, err, sizeof(err));
@@ -741,6 +1073,11 @@ int main(int argc, char **argv)
 	if (log_level_parse(d.cfg.log_level, &level) == 0)
 		log_set_level(level);
 	signal(SIGPIPE, SIG_IGN);
+	if (systemd_listen_init(err, sizeof(err)) < 0) {
+		log_error("main", "msg=\"cannot start\" err=\"%s\"", err);
+		config_close(&d.cfg);
+		return 2;
+	}
 
 	d.exit_code = 1;
 	uv_loop_init(&d.loop);
@@ -752,6 +1089,8 @@ int main(int argc, char **argv)
 	uv_timer_init(&d.loop, &d.poll_timer);
 	d.poll_timer.data = &d;
 	uv_timer_start(&d.poll_timer, on_poll_timer, MAIN_POLL_INTERVAL_MS, MAIN_POLL_INTERVAL_MS);
+	systemd_listen_close(); /* every listener has its own copy of a passed socket now */
+	systemd_timers_start(&d);
 	uv_signal_init(&d.loop, &d.sigterm);
 	uv_signal_init(&d.loop, &d.sigint);
 	uv_signal_init(&d.loop, &d.sighup);
@@ -774,6 +1113,7 @@ int main(int argc, char **argv)
 		d.admin_state.started = true;
 		log_info("main", "msg=started version=%s sink=%s ingest_threads=%zu shards=%zu",
 		         CLICKD_VERSION, d.kafka ? "kafka" : "file", d.ingest_count, d.shard_count);
+		notify_ready_once(&d);
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&d.loop) != 0) {

@@ -61,6 +61,7 @@ struct shard {
 	int64_t next_eligible_us; /* when the oldest left event may go; 0: none left */
 
 	_Atomic int64_t dedup_covered_ms; /* read by the main thread for the gauge */
+	_Atomic int64_t heartbeat_ms;     /* CLOCK_MONOTONIC of the last tick (watchdog) */
 	/* A reload hands new channel lists over: taken at the next tick. */
 	_Atomic(const struct channel_lists *) channels_next;
 	_Atomic(const struct channel_lists *) channels_in_use;
@@ -81,7 +82,8 @@ static int64_t wall_clock_ms(void)
 
 /* ---- writing records ---- */
 
-static void emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
+/* Returns true when the sink took the record now (not held back, not failed). */
+static bool emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
                  const char *rec, size_t rec_len)
 {
 	size_t before = sh->held.count;
@@ -95,6 +97,7 @@ static void emit(struct shard *sh, enum sink_stream stream, const char *key, siz
 		          "msg=\"out of memory holding a record for a full sink\" shard=%u",
 		          sh->opt.index);
 	}
+	return rc == 0 && sh->held.count == 0;
 }
 
 /* ---- events and sessions ---- */
@@ -145,7 +148,9 @@ static void handle_event(struct shard *sh, struct event *ev)
 	len = record_event_json(ev, sh->record, RECORD_EVENT_MAX_BYTES);
 	if (key_len < 0 || len < 0)
 		return; /* cannot happen: both buffers hold the worst case */
-	emit(sh, SINK_EVENTS, sh->key, (size_t)key_len, sh->record, (size_t)len);
+	metrics_handoff_begin(ev->received_at_ms); /* clickd_event_to_sink_seconds */
+	metrics_handoff_end(
+	    emit(sh, SINK_EVENTS, sh->key, (size_t)key_len, sh->record, (size_t)len));
 }
 
 static int64_t monotonic_us(void)
@@ -296,6 +301,7 @@ void shard_tick(struct shard *sh, int64_t now_ms)
 	if (sh->opt.sink_owned)
 		sh->opt.sink->ops->poll(sh->opt.sink, now_ms);
 	publish_stats(sh);
+	atomic_store_explicit(&sh->heartbeat_ms, monotonic_us() / 1000, memory_order_relaxed);
 }
 
 int shard_finish(struct shard *sh)
@@ -413,6 +419,11 @@ int64_t shard_dedup_covered_ms(struct shard *sh)
 	return atomic_load_explicit(&sh->dedup_covered_ms, memory_order_relaxed);
 }
 
+int64_t shard_heartbeat_ms(struct shard *sh)
+{
+	return atomic_load_explicit(&sh->heartbeat_ms, memory_order_relaxed);
+}
+
 void shard_join(struct shard *sh)
 {
 	if (sh->started) {
@@ -463,6 +474,7 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 	held_init(&sh->held, 0); /* bounded by the shard stopping its intake while it holds */
 	atomic_init(&sh->sleeping, 0);
 	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
+	atomic_init(&sh->heartbeat_ms, monotonic_us() / 1000); /* as if it ticked at birth */
 	atomic_init(&sh->channels_next, NULL);
 	atomic_init(&sh->channels_in_use, opt->channels);
 	return sh;

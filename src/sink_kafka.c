@@ -116,7 +116,7 @@ static int errno_of(rd_kafka_resp_err_t err)
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct sink_kafka *k = opaque;
-	enum sink_stream stream = (enum sink_stream)(intptr_t)m->_private;
+	enum sink_stream stream = (enum sink_stream)metrics_handoff_tag(m->_private);
 	uint64_t suppressed;
 	char reason[256];
 
@@ -125,6 +125,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		k->brokers_down = false;
 		metrics_sink_out(METRICS_SINK_KAFKA, stream, 1);
+		metrics_handoff_delivered(HIST_EVENT_TO_SINK_KAFKA, m->_private);
 		return;
 	}
 	metrics_sink_failed(METRICS_SINK_KAFKA, stream, 1);
@@ -233,7 +234,8 @@ static int kafka_write(struct sink *base, enum sink_stream stream, const char *k
 	err = rd_kafka_producev(
 	    k->rk, RD_KAFKA_V_RKT(k->topics[stream]), RD_KAFKA_V_KEY(key_len ? key : NULL, key_len),
 	    RD_KAFKA_V_VALUE((void *)record, record_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-	    RD_KAFKA_V_OPAQUE((void *)(intptr_t)stream), RD_KAFKA_V_END);
+	    /* The stream, and the event's receive time for clickd_event_to_sink_seconds. */
+	    RD_KAFKA_V_OPAQUE(metrics_handoff_claim((unsigned)stream)), RD_KAFKA_V_END);
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return 0;
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)

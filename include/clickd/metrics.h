@@ -1,15 +1,23 @@
 /*
- * metrics.h - process-wide counters and gauges, rendered as Prometheus text on /metrics.
+ * metrics.h - process-wide counters, gauges and histograms, rendered as Prometheus text on
+ * /metrics.
  *
- * Every metric is declared once in the tables below (name, help); rendering and the docs
- * come from them. Counters are relaxed C11 atomics: any thread adds, the admin listener
- * reads on scrape. Cheap enough for the hot path (one uncontended atomic add per batch).
+ * Every metric is declared once in the tables below (name, help; bucket bounds for the
+ * histograms); rendering comes from them, and tests/integration/test_metrics.py holds
+ * README's list to /metrics. Counters and histograms are per thread (STYLE rule 7): each
+ * thread that counts gets a block of its own on its first call, adds to it without a locked
+ * instruction and without sharing a cache line with another thread, and a scrape sums the
+ * blocks. A counting call costs a thread-local load and a plain add (a histogram: plus a
+ * search over at most METRICS_BUCKETS_MAX bounds), so ingest threads and shards may count
+ * per event. Gauges are single relaxed atomics (set or moved by deltas a few times a
+ * second). Any thread may call any function here.
  */
 #ifndef CLICKD_METRICS_H
 #define CLICKD_METRICS_H
 
 #include "clickd/sink.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,22 +61,60 @@
 	X(REVENUE_OTHER_CURRENCY, "clickd_revenue_other_currency_total",                           \
 	  "Conversions whose revenue was not added to their session's: another currency than the " \
 	  "session's first.")                                                                      \
+	X(RELOADS_APPLIED, "clickd_reloads_applied_total",                                         \
+	  "SIGHUP reloads that were applied (keys that need a restart are named in the log).")     \
+	X(RELOADS_REFUSED, "clickd_reloads_refused_total",                                         \
+	  "SIGHUP reloads refused (a bad config or source list): the old config keeps running.")   \
 	X(SHARD_SINK_FULL, "clickd_shard_sink_full_total",                                         \
 	  "Records a shard had to hold back because the sink answered 'full'; it stops taking "    \
 	  "events until they are written (back-pressure to ingest).")
 
-/* Gauges: id, Prometheus name, help. Any thread adds deltas. */
+/* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
+ * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */
 #define METRICS_GAUGES(X)                                                                          \
-	X(SESSIONS_OPEN, "clickd_sessions_open", "Sessions open now, over all shards.")            \
-	X(VISITORS, "clickd_visitors_remembered",                                                  \
+	X(SESSIONS_OPEN, "clickd_sessions_open", 1, "Sessions open now, over all shards.")         \
+	X(VISITORS, "clickd_visitors_remembered", 1,                                               \
 	  "Visitors remembered for session_index (bounded by session.max_visitors).")              \
-	X(DEDUP_ENTRIES, "clickd_dedup_entries",                                                   \
+	X(DEDUP_ENTRIES, "clickd_dedup_entries", 1,                                                \
 	  "Event fingerprints held for deduplication (bounded by dedup.max_entries per shard).")   \
-	X(RING_EVENTS, "clickd_ring_events",                                                       \
+	X(RING_EVENTS, "clickd_ring_events", 1,                                                    \
 	  "Events waiting in the rings between ingest threads and shards.")                        \
-	X(DEDUP_COVERED, "clickd_dedup_window_covered_seconds",                                    \
+	X(RING_FILL_PPM, "clickd_ring_fill_ratio", 1000000,                                        \
+	  "The fullest ring between an ingest thread and a shard: events waiting over its "        \
+	  "pipeline.ring_slots (0 to 1; at 1 ingest answers 503 and UDP stops reading).")          \
+	X(DEDUP_COVERED, "clickd_dedup_window_covered_seconds", 1,                                 \
 	  "How far back duplicates are caught now, the least over shards: dedup.window_s, or "     \
-	  "less while dedup.max_entries is full (the age of the oldest fingerprint kept).")
+	  "less while dedup.max_entries is full (the age of the oldest fingerprint kept).")        \
+	X(KAFKA_QUEUE, "clickd_kafka_queue_depth", 1,                                              \
+	  "Messages in the Kafka producer's queue: not yet sent, or sent and not yet "             \
+	  "acknowledged (0 with the file sink).")
+
+/*
+ * Histograms: id, Prometheus name, label (one `key="value"` pair, or ""), bucket upper
+ * bounds in microseconds (a METRICS_BOUNDS_* list, at most METRICS_BUCKETS_MAX, ascending),
+ * help. Several ids may share a name, one series per label value: they must follow one
+ * another and have the same bounds and help. Observations are in microseconds; the scrape
+ * shows seconds.
+ */
+#define METRICS_BUCKETS_MAX 20
+#define METRICS_BOUNDS_HTTP_US                                                                     \
+	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000
+#define METRICS_BOUNDS_SINK_US                                                                     \
+	1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000,  \
+	    10000000, 30000000, 60000000, 120000000, 300000000
+#define METRICS_HELP_EVENT_TO_SINK                                                                 \
+	"From an event's arrival (received_at) to when its record is taken for good: handed to "   \
+	"the file sink by its shard, or reported delivered by Kafka. Records that waited in a "    \
+	"shard for a full sink (clickd_shard_sink_full_total) are not observed."
+#define METRICS_HISTOGRAMS(X)                                                                      \
+	X(HTTP_REQUEST_DURATION, "clickd_http_request_duration_seconds", "",                       \
+	  METRICS_BOUNDS_HTTP_US,                                                                  \
+	  "From reading a request's last bytes to its answer queued for sending (the answers to "  \
+	  "the requests of one read leave together), on the collect listeners.")                   \
+	X(EVENT_TO_SINK_FILE, "clickd_event_to_sink_seconds", "sink=\"file\"",                     \
+	  METRICS_BOUNDS_SINK_US, METRICS_HELP_EVENT_TO_SINK)                                      \
+	X(EVENT_TO_SINK_KAFKA, "clickd_event_to_sink_seconds", "sink=\"kafka\"",                   \
+	  METRICS_BOUNDS_SINK_US, METRICS_HELP_EVENT_TO_SINK)
 
 enum metrics_counter {
 #define METRICS_COUNTER_ENUM(id, name, help) METRIC_##id,
@@ -78,10 +124,17 @@ enum metrics_counter {
 };
 
 enum metrics_gauge {
-#define METRICS_GAUGE_ENUM(id, name, help) GAUGE_##id,
+#define METRICS_GAUGE_ENUM(id, name, scale, help) GAUGE_##id,
 	METRICS_GAUGES(METRICS_GAUGE_ENUM)
 #undef METRICS_GAUGE_ENUM
 	    GAUGE__COUNT
+};
+
+enum metrics_histogram {
+#define METRICS_HISTOGRAM_ENUM(id, name, label, bounds, help) HIST_##id,
+	METRICS_HISTOGRAMS(METRICS_HISTOGRAM_ENUM)
+#undef METRICS_HISTOGRAM_ENUM
+	    HIST__COUNT
 };
 
 /* Session end reasons (clickd_sessions_ended_total{reason}); the order of
@@ -121,11 +174,43 @@ void metrics_dead_letter(enum metrics_dead_letter_reason reason);
 void metrics_sink_out(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n);
 /* clickd_sink_failures_total{sink,stream}: records a sink failed to deliver. */
 void metrics_sink_failed(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n);
-/* clickd_kafka_queue_depth gauge: messages waiting in librdkafka. */
+/* The clickd_kafka_queue_depth gauge (GAUGE_KAFKA_QUEUE). */
 void metrics_set_kafka_queue(int64_t depth);
 
 uint64_t metrics_sink_out_get(enum metrics_sink_kind sink, enum sink_stream stream);
 uint64_t metrics_sink_failed_get(enum metrics_sink_kind sink, enum sink_stream stream);
+
+/* Adds n observations of value_us to a histogram (n 0: nothing). */
+void metrics_observe(enum metrics_histogram h, uint64_t value_us, uint64_t n);
+/* Observations so far (every bucket, +Inf included) and their sum, over all threads. */
+uint64_t metrics_histogram_count(enum metrics_histogram h);
+uint64_t metrics_histogram_sum_us(enum metrics_histogram h);
+
+/* clickd_http_request_duration_seconds: n requests of one read answered duration_ns after
+ * the read (the caller's monotonic clock, taken once per read). */
+void metrics_http_answered(uint64_t duration_ns, uint64_t n);
+
+/*
+ * clickd_event_to_sink_seconds. The sink interface carries no time, so the shard tells the
+ * sink the receive time of the event whose record it writes through a per-thread "event in
+ * hand", set around the write (0: none, as for touchpoints, dead letters and held records
+ * retried later):
+ *
+ *   metrics_handoff_begin(ev->received_at_ms);
+ *   taken = <write the event's record>;       a sink that reports later (Kafka) calls
+ *                                              metrics_handoff_claim in its write
+ *   metrics_handoff_end(taken);                unclaimed and taken: observed as sink="file"
+ *
+ * A claimed time travels with the record in the opaque pointer the sink gets back with its
+ * report (packed with a tag < 4, the Kafka stream); on "delivered" the sink calls
+ * metrics_handoff_delivered. On a 32-bit system the opaque keeps the tag only, and Kafka
+ * deliveries are not observed.
+ */
+void metrics_handoff_begin(int64_t received_at_ms);
+void metrics_handoff_end(bool taken);
+void *metrics_handoff_claim(unsigned tag);
+unsigned metrics_handoff_tag(const void *opaque);
+void metrics_handoff_delivered(enum metrics_histogram h, const void *opaque);
 
 /* Renders every metric in Prometheus text format into buf. Returns the length, or
  * -ENOSPC when buf is too small. */

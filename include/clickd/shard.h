@@ -69,6 +69,10 @@ void shard_wake(struct shard *sh);
 /* How far back this shard catches duplicates now (dedup_stats.covered_ms as of its last
  * tick); any thread. */
 int64_t shard_dedup_covered_ms(struct shard *sh);
+/* When the shard last ticked (CLOCK_MONOTONIC, ms): its heartbeat, which the watchdog reads
+ * (it ticks every SHARD_TICK_MS, busy or idle, and every few ms while the sink is full); any
+ * thread. */
+int64_t shard_heartbeat_ms(struct shard *sh);
 
 /* A reload: the shard classifies with `lists` from its next tick on (any thread; lists
  * is borrowed and must outlive the shard or be retired only once

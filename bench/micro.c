@@ -10,12 +10,18 @@
  *   dedup     lookups/s in a dedup table at its bound (half repeats), against a plain
  *             open-addressing probe of the same fingerprints without expiry;
  *   shard     events/s through shard_drain (dedup, channel, session, event record) into a
- *             sink that only counts, against record_event_json alone.
+ *             sink that only counts, against record_event_json alone;
+ *   attribution  attribution records/s: per conversion, three sessions touched on two
+ *             devices of one user (100,000 users in turn), attribution_convert and
+ *             record_attribution_json, against record_event_json of the conversion event.
+ *             Also prints the bytes of one visitor path (attribution_path_bytes).
  *
  * Built with the project (target clickd_micro, Release flags of the build). Run:
- * build/bench/clickd_micro [seconds per measure, default 2] [ring|decode|dedup|shard].
+ * build/bench/clickd_micro [seconds per measure, default 2]
+ * [ring|decode|dedup|shard|attribution].
  * Prints one line per measure.
  */
+#include "clickd/attribution.h"
 #include "clickd/beacon.h"
 #include "clickd/channel.h"
 #include "clickd/dedup.h"
@@ -127,7 +133,8 @@ static void *mq_consumer(void *arg)
 		if (mq.head == mq.tail && mq.closed)
 			break;
 		while (mq.head != mq.tail) {
-			sum += mq.items[mq.head++ % 4096].seq; /* read each item, as the ring does */
+			sum +=
+			    mq.items[mq.head++ % 4096].seq; /* read each item, as the ring does */
 			got++;
 		}
 		pthread_cond_signal(&mq.cv);
@@ -175,7 +182,20 @@ static const char *const beacons[] = {
     "&ref=https%3A%2F%2Fshop.example%2Fp%2F123",
     "eid=6f1c0d1e-0003&aid=shop&vid=v9&e=cv&en=purchase&rev=49.90&cur=EUR&url=https%3A%2F%2F"
     "shop.example%2Fthanks",
+    "eid=6f1c0d1e-0004&aid=shop&vid=v9&url=https%3A%2F%2Fshop.example%2Fp%2F9&ref=https%3A%2F%2F"
+    "shop.example%2F",
 };
+
+/* The shard's mix, closer to real traffic than cycling through the beacons: 2% conversions,
+ * 10% campaign landings (a new session each), the rest internal page views. */
+static size_t proto_of(uint64_t i)
+{
+	if (i % 50 == 0)
+		return 2;
+	if (i % 10 == 5)
+		return (i / 10) % 2;
+	return 3;
+}
 #define BEACON_COUNT (sizeof(beacons) / sizeof(beacons[0]))
 
 static double bench_decode(void)
@@ -196,7 +216,8 @@ static double bench_decode(void)
 	while ((t1 = now_s()) - t0 < seconds)
 		for (int k = 0; k < 1000; k++, n++) {
 			const char *b = beacons[n % BEACON_COUNT];
-			bad += beacon_decode_query(b, strlen(b), &req, &opt, &ev, err, sizeof(err)) != 0;
+			bad += beacon_decode_query(b, strlen(b), &req, &opt, &ev, err,
+			                           sizeof(err)) != 0;
 		}
 	if (bad)
 		fprintf(stderr, "decode: %llu failed: %s\n", (unsigned long long)bad, err);
@@ -242,7 +263,8 @@ static double bench_dedup(void)
 
 	while ((t1 = now_s()) - t0 < seconds)
 		for (int k = 0; k < 1000; k++, n++)
-			dups += dedup_seen(d, fingerprint(n), 1800000000000LL + (int64_t)(n / 1000));
+			dups +=
+			    dedup_seen(d, fingerprint(n), 1800000000000LL + (int64_t)(n / 1000));
 	dedup_free(d);
 	if (dups == 0)
 		fprintf(stderr, "dedup: no duplicates seen\n");
@@ -281,9 +303,10 @@ struct counting_sink {
 };
 
 static int count_write(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
-                       const char *record, size_t record_len)
+                       const char *record, size_t record_len, int64_t received_at_ms)
 {
-	(void)stream, (void)key, (void)key_len, (void)record, (void)record_len;
+	(void)stream, (void)key, (void)key_len, (void)record, (void)record_len,
+	    (void)received_at_ms;
 	((struct counting_sink *)s)->records++;
 	return 0;
 }
@@ -303,7 +326,7 @@ static int count_flush(struct sink *s, int timeout_ms)
 static const struct sink_ops count_ops = {
     .name = "count", .write = count_write, .poll = count_poll, .flush = count_flush};
 
-/* The decoded beacons, with unique event IDs and 10,000 visitors. */
+/* The decoded beacons (in proto_of's mix), with unique event IDs and 10,000 visitors. */
 static void make_event(struct event *ev, uint64_t i)
 {
 	static struct event proto[BEACON_COUNT];
@@ -314,15 +337,16 @@ static void make_event(struct event *ev, uint64_t i)
 
 	if (!ready) {
 		struct beacon_options opt = {0};
-		struct beacon_request req = {.received_at_ms = 1800000000000LL, .protocol = "native"};
+		struct beacon_request req = {.received_at_ms = 1800000000000LL,
+		                             .protocol = "native"};
 		char err[160];
 		for (size_t k = 0; k < BEACON_COUNT; k++)
-			beacon_decode_query(beacons[k], strlen(beacons[k]), &req, &opt, &proto[k], err,
-			                    sizeof(err));
+			beacon_decode_query(beacons[k], strlen(beacons[k]), &req, &opt, &proto[k],
+			                    err, sizeof(err));
 		ready = 1;
 	}
-	memcpy(ev, &proto[i % BEACON_COUNT],
-	       offsetof(struct event, arena) + proto[i % BEACON_COUNT].arena_used);
+	memcpy(ev, &proto[proto_of(i)],
+	       offsetof(struct event, arena) + proto[proto_of(i)].arena_used);
 	event_set(ev, EF_EVENT_ID, id, (size_t)id_len);
 	event_set(ev, EF_VISITOR_ID, vid, (size_t)vid_len);
 	ev->received_at_ms = 1800000000000LL + (int64_t)(i / 100);
@@ -342,7 +366,9 @@ static double bench_shard(void)
 	    .channels = lists,
 	    .dedup_max_entries = DEDUP_ENTRIES,
 	    .dedup_window_ms = 3600000,
-	    .session = {.timeout_ms = 1800000, .max_duration_ms = 86400000, .max_visitors = 100000,
+	    .session = {.timeout_ms = 1800000,
+	                .max_duration_ms = 86400000,
+	                .max_visitors = 100000,
 	                .max_url_bytes = 512},
 	};
 	struct shard *sh;
@@ -383,6 +409,90 @@ static double bench_record(void)
 	return (double)n / (t1 - t0);
 }
 
+/* ---- attribution ---- */
+
+#define ATTRIBUTION_USERS 100000
+
+static double bench_attribution(void)
+{
+	static struct attribution_result result;
+	static char buf[RECORD_ATTRIBUTION_MAX_BYTES];
+	static struct event ev;
+	struct attribution_options o;
+	struct attribution *a;
+	const char *channels[3][3] = {
+	    {"(direct)", "(none)", "awc-1"}, {"newsletter", "email", ""}, {"google", "cpc", ""}};
+	uint64_t n = 0, bytes = 0;
+	double t0, t1;
+
+	attribution_options_default(&o);
+	o.max_visitors = 2 * ATTRIBUTION_USERS;
+	o.max_users = ATTRIBUTION_USERS;
+	a = attribution_new(&o);
+	make_event(&ev, 0);
+	ev.type = EVENT_CONVERSION;
+	ev.has_revenue = true;
+	ev.revenue = 120.5;
+	t0 = now_s();
+	while ((t1 = now_s()) - t0 < seconds) {
+		for (int k = 0; k < 256; k++, n++) {
+			int64_t at = 1800000000000LL + (int64_t)n * 10;
+			uint64_t user = n % ATTRIBUTION_USERS;
+			char vid[2][24];
+
+			for (int t = 0; t < 3; t++) {
+				struct attribution_touchpoint tp = {.started_at_ms = at + t,
+				                                    .channel = (uint8_t)(t + 12)};
+				struct attribution_ids ids = {.visitor_hash =
+				                                  2 * user + (t == 2) + 1,
+				                              .user_hash = t ? user + 1 : 0,
+				                              .visitor_id = vid[t == 2]};
+
+				ids.visitor_id_len =
+				    (size_t)snprintf(vid[t == 2], sizeof(vid[0]), "v%llu-%d",
+				                     (unsigned long long)user, t == 2);
+				snprintf(tp.session_id, sizeof(tp.session_id), "%016llx%02d",
+				         (unsigned long long)n, t);
+				strcpy(tp.source, channels[t][0]);
+				strcpy(tp.medium, channels[t][1]);
+				strcpy(tp.affiliate_id, channels[t][2]);
+				attribution_touch(a, &ids, &tp, at + t);
+			}
+			struct attribution_ids buyer = {.visitor_hash = 2 * user + 2,
+			                                .user_hash = user + 1,
+			                                .visitor_id = vid[1],
+			                                .visitor_id_len = strlen(vid[1])};
+			attribution_convert(a, &buyer, at + 5, 120.5, &result);
+			bytes += (uint64_t)record_attribution_json(&ev, &result, buf, sizeof(buf));
+		}
+	}
+	attribution_free(a);
+	printf("attribution: %zu bytes per visitor path at most (%zu touchpoints of %zu B, "
+	       "visitor %zu B), %zu B per user\n",
+	       attribution_path_bytes(&o), o.max_touchpoints, attribution_touchpoint_bytes(),
+	       attribution_visitor_bytes(), attribution_user_bytes(o.max_devices_per_user));
+	if (bytes == 0)
+		fprintf(stderr, "attribution: nothing written\n");
+	return (double)n / (t1 - t0);
+}
+
+static double bench_conversion_record(void)
+{
+	static struct event ev;
+	static char buf[RECORD_EVENT_MAX_BYTES];
+	uint64_t n = 0, bytes = 0;
+	double t0 = now_s(), t1;
+
+	make_event(&ev, 0);
+	ev.type = EVENT_CONVERSION;
+	while ((t1 = now_s()) - t0 < seconds)
+		for (int k = 0; k < 256; k++, n++)
+			bytes += (uint64_t)record_event_json(&ev, buf, sizeof(buf));
+	if (bytes == 0)
+		fprintf(stderr, "record: nothing written\n");
+	return (double)n / (t1 - t0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 2 ? argv[2] : NULL;
@@ -396,6 +506,7 @@ int main(int argc, char **argv)
 	RUN("decode", bench_decode(), "memchr scan", bench_scan());
 	RUN("dedup", bench_dedup(), "bare linear probe", bench_probe());
 	RUN("shard", bench_shard(), "record_event_json", bench_record());
+	RUN("attribution", bench_attribution(), "record_event_json", bench_conversion_record());
 #undef RUN
 	return 0;
 }

@@ -449,12 +449,22 @@ static void path_clear(struct attribution *a, struct visitor *x)
 		path_remove(a, x, x->first);
 }
 
+/* The slot of tp's session (same start and session ID), or NONE. The path is in time
+ * order: walking back from the newest, only slots that started when tp did are compared,
+ * so a new session (the usual touch: it started after everything in the path) costs one
+ * look at the newest slot, not a string comparison per touchpoint of a full path. */
 static uint32_t path_find_session(const struct attribution *a, const struct visitor *x,
-                                  const char *session_id)
+                                  const struct attribution_touchpoint *tp)
 {
-	for (uint32_t i = x->last; i != NONE; i = slot_at(a, i)->prev)
-		if (strcmp(slot_at(a, i)->tp.session_id, session_id) == 0)
+	for (uint32_t i = x->last; i != NONE; i = slot_at(a, i)->prev) {
+		const struct attribution_touchpoint *t = &slot_at(a, i)->tp;
+
+		if (t->started_at_ms < tp->started_at_ms)
+			return NONE;
+		if (t->started_at_ms == tp->started_at_ms &&
+		    strcmp(t->session_id, tp->session_id) == 0)
 			return i;
+	}
 	return NONE;
 }
 
@@ -674,7 +684,7 @@ int attribution_touch(struct attribution *a, const struct attribution_ids *ids,
 	else if (x->user_hash != 0)
 		refresh_link(a, x, now_ms);
 	path_prune(a, x, cut);
-	i = path_find_session(a, x, tp->session_id);
+	i = path_find_session(a, x, tp);
 	if (i != NONE) {
 		path_remove(a, x, i);
 		a->stats.touches_same_session++;

@@ -7,8 +7,9 @@
  *   1. collect: the native fields of CONTRACTS.md into a struct beacon_fields (borrowed
  *      views into a scratch buffer), checking the field count and that a repeated field
  *      repeats the same value;
- *   2. build: validate and copy them into the event's arena, then enrich: UTM tags and
- *      click IDs from the page URL (explicit fields win), the referrer host,
+ *   2. build: validate and copy them into the event's arena, then enrich: UTM tags,
+ *      click IDs and the affiliate ID from the page URL (explicit fields win), the
+ *      referrer host,
  *      source/medium by the rules of CONTRACTS.md, the visitor, the IP (GPC,
  *      anonymisation), the user agent and the bot check.
  *
@@ -63,7 +64,8 @@
 	X(UTM_CAMPAIGN, "utm_campaign")                                                            \
 	X(UTM_TERM, "utm_term")                                                                    \
 	X(UTM_CONTENT, "utm_content")                                                              \
-	X(UTM_ID, "utm_id")
+	X(UTM_ID, "utm_id")                                                                        \
+	X(AFF, "aff")
 
 enum beacon_field {
 #define BEACON_FIELD_ENUM(id, name) BF_##id,
@@ -380,12 +382,17 @@ static char *arena_ptr(struct event *ev, enum event_field f)
 	return ev->arena + ev->str[f].off;
 }
 
-/* Tags and click IDs read from the page URL's query: borrowed views into scratch. */
+/* Tags, click IDs and the affiliate ID read from the page URL's query: borrowed views
+ * into scratch. */
 struct page_tags {
 	const char *utm[UTM_TAG_COUNT];
 	size_t utm_len[UTM_TAG_COUNT];
 	const char *click[CLICK_ID_COUNT];
 	size_t click_len[CLICK_ID_COUNT];
+	const struct beacon_options *opt; /* its affiliate_params */
+	const char *affiliate;            /* the value of the best-ranked parameter seen */
+	size_t affiliate_len;
+	size_t affiliate_rank; /* its index in affiliate_params; SIZE_MAX: none yet */
 };
 
 static int page_tag_cb(void *ud, const char *key, size_t key_len, const char *value,
@@ -414,15 +421,24 @@ static int page_tag_cb(void *ud, const char *key, size_t key_len, const char *va
 			return 0;
 		}
 	}
+	/* Affiliate parameters: the one listed first wins, whatever the URL's order. */
+	for (size_t i = 0; i < t->opt->affiliate_param_count && i < t->affiliate_rank; i++) {
+		if (bytes_equal(key, key_len, t->opt->affiliate_params[i])) {
+			t->affiliate = value;
+			t->affiliate_len = value_len;
+			t->affiliate_rank = i;
+			return 0;
+		}
+	}
 	return 0;
 }
 
-/* UTM tags and the click ID from the page URL; sets *page_host (borrowed from the
- * arena) when the URL splits. A URL that does not split or whose query is malformed is
- * kept as given, without tags: it is the site's URL, not ours to reject. Returns the
- * index of the winning click ID or -1. */
-static int page_url_enrich(struct event *ev, char *scratch, size_t scratch_cap,
-                           struct url_parts *page, bool *full)
+/* UTM tags, the click ID and the affiliate ID (unless the beacon gave one) from the page
+ * URL; sets *page_host (borrowed from the arena) when the URL splits. A URL that does not
+ * split or whose query is malformed is kept as given, without tags: it is the site's URL,
+ * not ours to reject. Returns the index of the winning click ID or -1. */
+static int page_url_enrich(struct event *ev, const struct beacon_options *opt, char *scratch,
+                           size_t scratch_cap, struct url_parts *page, bool *full)
 {
 	struct page_tags tags;
 	size_t url_len;
@@ -436,9 +452,13 @@ static int page_url_enrich(struct event *ev, char *scratch, size_t scratch_cap,
 	if (page->query_len == 0)
 		return -1;
 	memset(&tags, 0, sizeof(tags));
+	tags.opt = opt;
+	tags.affiliate_rank = SIZE_MAX;
 	if (url_query_parse(page->query, page->query_len, scratch, scratch_cap, page_tag_cb,
 	                    &tags) != 0)
 		return -1;
+	if (!event_has(ev, EF_AFFILIATE_ID))
+		put(ev, EF_AFFILIATE_ID, tags.affiliate, tags.affiliate_len, full);
 	for (int i = 0; i < UTM_TAG_COUNT; i++)
 		if (!event_has(ev, utm_tags[i].field))
 			put(ev, utm_tags[i].field, tags.utm[i], tags.utm_len[i], full);
@@ -695,6 +715,7 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 	    {BF_UTM_TERM, EF_TERM},
 	    {BF_UTM_CONTENT, EF_CONTENT},
 	    {BF_UTM_ID, EF_UTM_ID},
+	    {BF_AFF, EF_AFFILIATE_ID},
 	};
 	struct url_parts page;
 	char currency[3];
@@ -719,7 +740,7 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 		put(ev, EF_CURRENCY, currency, 3, &full);
 	visitor_set(f, req, opt, ev, &full);
 	/* From here on the fields are not read: scratch is free. */
-	click = page_url_enrich(ev, scratch, scratch_cap, &page, &full);
+	click = page_url_enrich(ev, opt, scratch, scratch_cap, &page, &full);
 	referrer_host_set(ev, &full);
 	source_medium_set(ev, &page, click, &full);
 	ip_set(req, opt, ev, &full);

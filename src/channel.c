@@ -3,9 +3,11 @@
  *
  * Two halves. `channels[]` is GA4's rule table for manual traffic, one row per channel
  * in Google's order, each condition written as data (which field, which test, which
- * words); channel_classify walks it and the first row that matches wins. The source
- * lists are four open-addressing hash sets keyed by XXH3 of an entry's normal form, so
- * "is this source a social site" costs one hash and a probe or two, with no allocation.
+ * words); channel_classify walks it and the first row that matches wins. Before it,
+ * `first_rules[]` holds clickd's own rules, tried in order: the affiliate ID (Affiliates),
+ * which GA4 has no input for. The source lists are four open-addressing hash sets keyed
+ * by XXH3 of an entry's normal form, so "is this source a social site" costs one hash and
+ * a probe or two, with no allocation.
  *
  * The rules follow Google Analytics Help, "[GA4] Default channel group"
  * (https://support.google.com/analytics/answer/9756891), table "Channels for manual
@@ -37,7 +39,8 @@
 
 /* ---- The rule table ---------------------------------------------------------------- */
 
-enum field { FIELD_SOURCE, FIELD_MEDIUM, FIELD_CAMPAIGN, FIELD__COUNT };
+/* The GA4 fields (absent reads as "(not set)"), then clickd's: the touch's affiliate ID. */
+enum field { FIELD_SOURCE, FIELD_MEDIUM, FIELD_CAMPAIGN, FIELD_AFFILIATE_ID, FIELD__COUNT };
 
 enum test_op {
 	TEST_NONE = 0,      /* no test: ends a group */
@@ -48,6 +51,7 @@ enum test_op {
 	TEST_LINE_STARTS,   /* regex ^(w.*)$: one line that starts with the word */
 	TEST_SHOP_WORD,     /* regex ^(.*(([^a-df-z]|^)shop|shopping).*)$, see shop_word() */
 	TEST_IN_LIST,       /* the source matches an entry of a source list */
+	TEST_PRESENT,       /* the field is there (not absent) */
 };
 
 #define MAX_WORDS  7 /* per test, with the NULL that ends them */
@@ -65,7 +69,7 @@ struct test {
  * matches. A row with no group (Unassigned) matches everything. */
 struct channel_def {
 	const char *name; /* as GA4 writes it */
-	const char *rule; /* GA4's condition, in our words */
+	const char *rule; /* GA4's condition (and clickd's rule first, if any), in our words */
 	struct test all_of[MAX_GROUPS][MAX_TESTS];
 };
 
@@ -75,6 +79,7 @@ struct channel_def {
 #define CONTAINS(f, ...)  {TEST_CONTAINS, FIELD_##f, 0, {__VA_ARGS__, NULL}}
 #define ENDS_WITH(f, ...) {TEST_ENDS_WITH, FIELD_##f, 0, {__VA_ARGS__, NULL}}
 #define IN_LIST(which)    {TEST_IN_LIST, FIELD_SOURCE, CHANNEL_LIST_##which, {NULL}}
+#define PRESENT(f)        {TEST_PRESENT, FIELD_##f, 0, {NULL}}
 
 /* "Medium matches regex ^(.*cp.*|ppc|retargeting|paid.*)$": contains "cp", or is "ppc" or
  * "retargeting", or starts with "paid" (the first and last on one line). */
@@ -140,7 +145,10 @@ static const struct channel_def channels[CHANNEL__COUNT] = {
                        "The source or the medium is email, e-mail, e_mail or e mail.",
                        {{IS(SOURCE, "email", "e-mail", "e_mail", "e mail"),
                          IS(MEDIUM, "email", "e-mail", "e_mail", "e mail")}}},
-    [CHANNEL_AFFILIATES] = {"Affiliates", "The medium is affiliate.", {{IS(MEDIUM, "affiliate")}}},
+    [CHANNEL_AFFILIATES] = {"Affiliates",
+                            "The touch carries an affiliate ID (clickd's rule, before all "
+                            "others), or the medium is affiliate.",
+                            {{IS(MEDIUM, "affiliate")}}},
     [CHANNEL_AUDIO] = {"Audio", "The medium is audio.", {{IS(MEDIUM, "audio")}}},
     [CHANNEL_SMS] = {"SMS",
                      "The source or the medium is sms.",
@@ -152,6 +160,16 @@ static const struct channel_def channels[CHANNEL__COUNT] = {
                                CONTAINS(MEDIUM, "mobile", "notification"),
                                IS(SOURCE, "firebase")}}},
     [CHANNEL_UNASSIGNED] = {"Unassigned", "No rule above matched.", {{{0}}}},
+};
+
+/* clickd's rules, tried in order before GA4's table: the first whose test matches gives
+ * its channel. An affiliate network pays on the ID it put in the landing URL, so that is
+ * how the touch was bought, whatever its source and medium say. */
+static const struct {
+	enum channel channel;
+	struct test test;
+} first_rules[] = {
+    {CHANNEL_AFFILIATES, PRESENT(AFFILIATE_ID)},
 };
 
 static const char *const list_names[CHANNEL_LIST__COUNT] = {
@@ -294,6 +312,8 @@ static bool test_matches(const struct test *t, const struct view fields[FIELD__C
 		return shop_word(v);
 	case TEST_IN_LIST:
 		return in_lists & (1u << t->list);
+	case TEST_PRESENT:
+		return v->len > 0;
 	default:
 		return any_word(t, v);
 	}
@@ -508,17 +528,23 @@ static unsigned source_lists(const struct channel_lists *l, const char *source, 
 
 enum channel channel_classify(const struct channel_lists *l, const char *source, size_t source_len,
                               const char *medium, size_t medium_len, const char *campaign,
-                              size_t campaign_len)
+                              size_t campaign_len, const char *affiliate_id,
+                              size_t affiliate_id_len)
 {
 	static const char not_set[] = "(not set)";
 	struct view fields[FIELD__COUNT] = {
 	    [FIELD_SOURCE] = {source, source_len, true},
 	    [FIELD_MEDIUM] = {medium, medium_len, true},
 	    [FIELD_CAMPAIGN] = {campaign, campaign_len, true},
+	    [FIELD_AFFILIATE_ID] = {affiliate_id, affiliate_id_len, true},
 	};
 	unsigned in_lists = source_lists(l, source, source_len);
 
-	for (int f = 0; f < FIELD__COUNT; f++) {
+	for (size_t r = 0; r < sizeof(first_rules) / sizeof(first_rules[0]); r++)
+		if (test_matches(&first_rules[r].test, fields, in_lists))
+			return first_rules[r].channel;
+	/* GA4's fields only: clickd's own stay absent when absent. */
+	for (int f = FIELD_SOURCE; f <= FIELD_CAMPAIGN; f++) {
 		/* GA4 reports an absent value as "(not set)", and its rules see that value. */
 		if (fields[f].len == 0) {
 			fields[f].s = not_set;

@@ -8,6 +8,8 @@
  */
 #include "clickd/config.h"
 
+#include "clickd/beacon.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
@@ -120,8 +122,43 @@ static const struct option options[] = {
      false, "Topic of touchpoint records (one per session)."},
     {"kafka.topic.dead_letters", STR(kafka_topic_dead_letters), "clickd.dead_letters", 0, 0, NULL,
      false, "Topic of dead-letter records."},
+    {"kafka.topic.attribution", STR(kafka_topic_attribution), "clickd.attribution", 0, 0, NULL,
+     false, "Topic of attribution records (one per conversion), keyed by visitor key."},
+    {"kafka.topic.rollups", STR(kafka_topic_rollups), "clickd.rollups", 0, 0, NULL, false,
+     "Topic of rollup records (one per minute, shard and app, channel, source, medium and "
+     "campaign), keyed by app, channel, source, medium and campaign (0x1F between them)."},
     {"kafka.flush_timeout_ms", INT(kafka_flush_timeout_ms), "30000", 0, 600000, NULL, true,
-     "At stop, how long to wait for Kafka to acknowledge what is queued."},
+     "At stop, how long to wait for Kafka to acknowledge what is queued; what it has not "
+     "acknowledged by then goes to the spool."},
+
+    {"spool.dir", STR(spool_dir), "./spool", 0, 0, NULL, false,
+     "Directory of the Kafka sink's disk spool, where records wait while Kafka is "
+     "unreachable or its queue is past spool.high_water, and where failed deliveries go; "
+     "replayed in order when Kafka is back, and first at start. Created if missing, locked "
+     "against a second clickd. Relative paths start at the working directory "
+     "(/var/lib/clickd/spool under systemd). Not used without kafka.brokers."},
+    {"spool.max_bytes", INT(spool_max_bytes), "1073741824", 0, INT64_C(1125899906842624), NULL,
+     false,
+     "Bytes the spool may take on disk. When it is full, ingest answers 503 and /readyz is "
+     "not ready, until Kafka takes records again. 0: no spool (records wait only in "
+     "librdkafka's queue, and a failed delivery is lost, counted in "
+     "clickd_sink_failures_total)."},
+    {"spool.segment_bytes", INT(spool_segment_bytes), "67108864", 1048576, 1073741824, NULL, false,
+     "A spool segment file is closed and the next one started past this size. A segment is "
+     "deleted once every record in it is delivered; after a crash, the delivered records of "
+     "the segments still there are sent again (at least once)."},
+    {"spool.fsync", ENUM(spool_fsync), "interval", 0, 0, "never|per_frame|interval", false,
+     "When spooled records are synced to disk. never: write(2) only (a crash of clickd "
+     "loses nothing written, a crash of the machine the last seconds); per_frame: "
+     "fdatasync after every frame of up to 64 KiB of records, on the thread that writes it; "
+     "interval: at most every spool.fsync_interval_ms (a machine crash loses at most that "
+     "much). Also at stop, unless never."},
+    {"spool.fsync_interval_ms", INT(spool_fsync_interval_ms), "1000", 10, 600000, NULL, false,
+     "With spool.fsync=interval: the longest time between syncs of spooled records."},
+    {"spool.high_water", INT(spool_high_water), "50000", 1, 10000000, NULL, false,
+     "Messages in librdkafka's queue (not yet sent or not yet acknowledged) above which new "
+     "records go to the spool instead, and up to which replay fills the queue. Kept below "
+     "[kafka.producer] queue.buffering.max.messages."},
 
     {"pipeline.ingest_threads", INT(pipeline_ingest_threads), "0", 0, 64, NULL, false,
      "Ingest threads, each with its own event loop and its own HTTP and UDP sockets on "
@@ -168,6 +205,54 @@ static const struct option options[] = {
      "A directory with search.txt, social.txt, video.txt and shopping.txt replacing the "
      "source lists of the channel rules (conf/channels/ in the source tree, "
      "/etc/clickd/channels installed). Empty: the lists built into clickd."},
+
+    {"attribution.lookback_days", INT(attribution_lookback_days), "30", 1, 365, NULL, false,
+     "A conversion is credited to the touchpoints (sessions) of its visitor, and with a user "
+     "ID of every device linked to the user, that started at most this many days before it. "
+     "Older touchpoints, and visitors and users not seen for this long, are forgotten."},
+    {"attribution.max_touchpoints", INT(attribution_max_touchpoints), "32", 1, 128, NULL, false,
+     "Touchpoints kept per visitor (oldest first out), and credited per conversion (the "
+     "most recent)."},
+    {"attribution.half_life_days", INT(attribution_half_life_days), "7", 1, 365, NULL, false,
+     "The time_decay model: a touchpoint's weight halves for every this many days between "
+     "its start and the conversion."},
+    {"attribution.conversion_events", STR(attribution_conversion_events), "", 0, 0, NULL, false,
+     "Comma-separated event names (the en field, exact, without spaces) that count as "
+     "conversions for attribution and rollups besides e=cv, for example purchase,sign_up. "
+     "Their event records keep their type, and their sessions do not count them."},
+    {"attribution.max_devices_per_user", INT(attribution_max_devices_per_user), "8", 1, 16, NULL,
+     false,
+     "Devices (visitor IDs) remembered per user ID, least recently linked first out. A "
+     "conversion with a user ID is credited over the touchpoints of every device seen with "
+     "that user within the lookback. Devices are linked on their visitor's shard: with "
+     "pipeline.shards above 1, only the devices that share the converting visitor's shard "
+     "count."},
+    {"attribution.max_stored_touchpoints", INT(attribution_max_stored_touchpoints), "4000000", 0,
+     1000000000, NULL, false,
+     "Touchpoints held in all visitors' paths together, over all shards (about 312 bytes "
+     "each: 1.2 GB at 4,000,000). Past it the least recently seen visitors' paths are "
+     "forgotten (clickd_attribution_evicted_total). 0: no bound of its own (at most "
+     "session.max_visitors x max_touchpoints)."},
+    {"attribution.affiliate_params", STR(attribution_affiliate_params),
+     BEACON_DEFAULT_AFFILIATE_PARAMS, 0, 0, NULL, true,
+     "Comma-separated page-URL query parameters read as the affiliate ID (exact, "
+     "case-sensitive names; of those the URL carries, the one listed first wins; an aff "
+     "field in the beacon wins over all). The defaults: aff, affiliate, affiliate_id, aff_id "
+     "(HasOffers/TUNE), affid, which carry the affiliate's own ID; then the click "
+     "references networks append to the landing URL, which the network resolves to the "
+     "publisher: awc (Awin), irclickid (Impact), cjevent (CJ), sscid (ShareASale), "
+     "ranSiteID (Rakuten Advertising), tduid (Tradedoubler), clickref (Partnerize), "
+     "admitad_uid (Admitad), rfsn (Refersion). An affiliate ID makes its session's channel "
+     "Affiliates, and a new one starts a new session. Empty: none."},
+
+    {"rollups.grace_s", INT(rollups_grace_s), "5", 0, 600, NULL, false,
+     "A minute's rollup rows (by receive time) are written this long after the minute "
+     "ends. A record that arrives later counts in the minute still open, and in its late."},
+    {"rollups.max_keys_per_minute", INT(rollups_max_keys_per_minute), "10000", 1, 1048576, NULL,
+     false,
+     "Rollup rows (app, channel, source, medium, campaign) per minute and shard; past it "
+     "records go to the minute's (other) row (clickd_rollup_other_total). Memory per shard: "
+     "(grace_s / 60 + 2) x max_keys_per_minute x about 460 bytes (9 MB at 10,000)."},
 
     {"shutdown.drain_timeout_ms", INT(shutdown_drain_timeout_ms), "5000", 0, 600000, NULL, true,
      "At stop, how long in-flight HTTP requests get to finish before their "
@@ -531,8 +616,29 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 		        (long long)cfg->pipeline_ring_slots);
 		return -EINVAL;
 	}
+	if (split_list(cfg->attribution_conversion_events, cfg->conversion_events, CONFIG_MAX_LIST,
+	               &cfg->conversion_event_count, "attribution.conversion_events", err,
+	               errlen) < 0)
+		return -EINVAL;
+	if (split_list(cfg->attribution_affiliate_params, cfg->affiliate_params, CONFIG_MAX_LIST,
+	               &cfg->affiliate_param_count, "attribution.affiliate_params", err,
+	               errlen) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < cfg->affiliate_param_count; i++) {
+		if (strpbrk(cfg->affiliate_params[i], "=&#?;") != NULL) {
+			fmt_err(err, errlen,
+			        "attribution.affiliate_params: '%s' is not a parameter name",
+			        cfg->affiliate_params[i]);
+			return -EINVAL;
+		}
+	}
 	if (cfg->kafka_brokers[0] == '\0' && cfg->sink_file_dir[0] == '\0') {
 		fmt_err(err, errlen, "sink.file.dir: empty while kafka.brokers is empty too");
+		return -EINVAL;
+	}
+	if (cfg->kafka_brokers[0] && cfg->spool_max_bytes > 0 && cfg->spool_dir[0] == '\0') {
+		fmt_err(err, errlen,
+		        "spool.dir: empty while the spool is on (spool.max_bytes > 0)");
 		return -EINVAL;
 	}
 	return 0;

@@ -1,7 +1,7 @@
 /*
  * held.c - records a full sink refused, kept in order (see held.h). Entries are a header
- * (stream, key and record lengths) followed by the key and record bytes; retrying moves the
- * unwritten tail to the front once per call.
+ * (receive time, stream, key and record lengths) followed by the key and record bytes;
+ * retrying moves the unwritten tail to the front once per call.
  */
 #include "clickd/held.h"
 
@@ -11,6 +11,7 @@
 #include <string.h>
 
 struct held_entry {
+	int64_t received_at_ms;
 	uint32_t stream;
 	uint32_t key_len;
 	uint32_t record_len;
@@ -29,9 +30,10 @@ void held_close(struct held *h)
 }
 
 int held_push(struct held *h, enum sink_stream stream, const char *key, size_t key_len,
-              const char *record, size_t record_len)
+              const char *record, size_t record_len, int64_t received_at_ms)
 {
-	struct held_entry e = {(uint32_t)stream, (uint32_t)key_len, (uint32_t)record_len};
+	struct held_entry e = {received_at_ms, (uint32_t)stream, (uint32_t)key_len,
+	                       (uint32_t)record_len};
 	size_t need = h->len + sizeof(e) + key_len + record_len;
 
 	if (h->max_bytes && need > h->max_bytes)
@@ -68,7 +70,7 @@ bool held_retry(struct held *h, struct sink *sink)
 		key = h->buf + off + sizeof(e);
 		rec = key + e.key_len;
 		if (sink_write(sink, (enum sink_stream)e.stream, e.key_len ? key : NULL, e.key_len,
-		               rec, e.record_len) == -EAGAIN)
+		               rec, e.record_len, e.received_at_ms) == -EAGAIN)
 			break;
 		off += sizeof(e) + e.key_len + e.record_len;
 		h->count--;
@@ -79,12 +81,12 @@ bool held_retry(struct held *h, struct sink *sink)
 }
 
 int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
-               size_t key_len, const char *record, size_t record_len)
+               size_t key_len, const char *record, size_t record_len, int64_t received_at_ms)
 {
 	if (h->count == 0) {
-		int rc = sink_write(sink, stream, key, key_len, record, record_len);
+		int rc = sink_write(sink, stream, key, key_len, record, record_len, received_at_ms);
 		if (rc != -EAGAIN)
 			return rc;
 	}
-	return held_push(h, stream, key, key_len, record, record_len);
+	return held_push(h, stream, key, key_len, record, record_len, received_at_ms);
 }

@@ -64,6 +64,10 @@ void ingest_reconfigure(struct ingest *ix, const struct config *cfg)
 	ix->beacon.max_fields = (size_t)cfg->limits_max_fields;
 	ix->beacon.max_batch = (size_t)cfg->limits_max_batch;
 	ix->beacon.max_json_depth = (size_t)cfg->limits_max_json_depth;
+	for (size_t i = 0; i < cfg->affiliate_param_count; i++)
+		ix->affiliate_params[i] = cfg->affiliate_params[i];
+	ix->beacon.affiliate_params = ix->affiliate_params;
+	ix->beacon.affiliate_param_count = cfg->affiliate_param_count;
 }
 
 int ingest_init(struct ingest *ix, const struct config *cfg, struct pipeline *pl)

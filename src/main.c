@@ -40,6 +40,7 @@
 #include "clickd/ring.h"
 #include "clickd/shard.h"
 #include "clickd/sink.h"
+#include "clickd/spool.h"
 #include "clickd/systemd.h"
 
 #include <errno.h>
@@ -165,16 +166,47 @@ static void close_walk(uv_handle_t *h, void *arg)
 
 /* ---- sinks ---- */
 
-static struct sink *open_kafka(const struct config *cfg, char *err, size_t errlen)
+/* The Kafka sink's disk spool (spool.h), or *out NULL with spool.max_bytes 0. Returns 0, or
+ * -1 with the reason logged (a runtime failure: the directory is unwritable or in use). */
+static int open_spool(const struct config *cfg, struct spool **out)
+{
+	struct spool_options so = {
+	    .dir = cfg->spool_dir,
+	    .max_bytes = (uint64_t)cfg->spool_max_bytes,
+	    .segment_bytes = (uint64_t)cfg->spool_segment_bytes,
+	    .fsync = strcmp(cfg->spool_fsync, "per_frame") == 0  ? SPOOL_FSYNC_PER_FRAME
+	             : strcmp(cfg->spool_fsync, "interval") == 0 ? SPOOL_FSYNC_INTERVAL
+	                                                         : SPOOL_FSYNC_NEVER,
+	    .fsync_interval_ms = cfg->spool_fsync_interval_ms,
+	};
+	char err[512] = "";
+
+	*out = NULL;
+	if (cfg->spool_max_bytes == 0)
+		return 0;
+	if (spool_open(out, &so, err, sizeof(err)) < 0) {
+		log_error("main", "msg=\"cannot open the spool\" err=\"%s\"", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The Kafka sink; it takes the spool (NULL: none), also when it fails. */
+static struct sink *open_kafka(const struct config *cfg, struct spool *spool, char *err,
+                               size_t errlen)
 {
 	struct sink_kafka_property props[CONFIG_MAX_PRODUCER_PROPS];
 	struct sink_kafka_options o = {
 	    .brokers = cfg->kafka_brokers,
 	    .topics = {[SINK_EVENTS] = cfg->kafka_topic_events,
 	               [SINK_TOUCHPOINTS] = cfg->kafka_topic_touchpoints,
-	               [SINK_DEAD_LETTERS] = cfg->kafka_topic_dead_letters},
+	               [SINK_DEAD_LETTERS] = cfg->kafka_topic_dead_letters,
+	               [SINK_ATTRIBUTION] = cfg->kafka_topic_attribution,
+	               [SINK_ROLLUPS] = cfg->kafka_topic_rollups},
 	    .producer = props,
 	    .producer_count = cfg->producer_count,
+	    .spool = spool,
+	    .spool_high_water = (uint64_t)cfg->spool_high_water,
 	};
 	for (size_t i = 0; i < cfg->producer_count; i++) {
 		props[i].key = cfg->producer_keys[i];
@@ -490,12 +522,37 @@ static void on_shard_done(void *arg)
 	uv_async_send(&d->done_async);
 }
 
+/* A shard's attribution options: its share of session.max_visitors (visitors and users) and
+ * of attribution.max_stored_touchpoints (never below one full path). */
+static struct attribution_options attribution_options(const struct config *cfg, size_t shards)
+{
+	struct attribution_options o;
+	size_t visitors = (size_t)cfg->session_max_visitors / shards;
+	size_t stored = (size_t)cfg->attribution_max_stored_touchpoints / shards;
+
+	attribution_options_default(&o);
+	o.lookback_ms = cfg->attribution_lookback_days * 86400000;
+	o.half_life_ms = cfg->attribution_half_life_days * 86400000;
+	o.max_touchpoints = (size_t)cfg->attribution_max_touchpoints;
+	o.max_visitors = o.max_users = visitors ? visitors : 1;
+	o.max_devices_per_user = (size_t)cfg->attribution_max_devices_per_user;
+	if (cfg->attribution_max_stored_touchpoints == 0)
+		o.max_stored_touchpoints = 0;
+	else
+		o.max_stored_touchpoints = stored > o.max_touchpoints ? stored : o.max_touchpoints;
+	return o;
+}
+
 static int shards_init(struct daemon *d)
 {
 	const struct config *cfg = &d->cfg;
+	const char *conversion_events[CONFIG_MAX_LIST];
 	size_t n = d->ingest_count * d->shard_count;
 	size_t per_shard_visitors = (size_t)cfg->session_max_visitors / d->shard_count;
 	char err[256];
+
+	for (size_t i = 0; i < cfg->conversion_event_count; i++)
+		conversion_events[i] = cfg->conversion_events[i];
 
 	d->rings = aligned_alloc(RING_CACHE_LINE, n * sizeof(*d->rings));
 	d->shards = calloc(d->shard_count, sizeof(*d->shards));
@@ -530,6 +587,11 @@ static int shards_init(struct daemon *d)
 		                .max_url_bytes = (size_t)cfg->session_max_url_bytes},
 		    .stop_timeout_ms = cfg->kafka_flush_timeout_ms,
 		    .reorder_us = cfg->pipeline_reorder_ms * 1000,
+		    .attribution = attribution_options(cfg, d->shard_count),
+		    .rollups = {.grace_ms = cfg->rollups_grace_s * 1000,
+		                .max_keys = (size_t)cfg->rollups_max_keys_per_minute},
+		    .conversion_events = conversion_events,
+		    .conversion_event_count = cfg->conversion_event_count,
 		};
 		for (size_t i = 0; i < d->ingest_count; i++)
 			inputs[i] = &d->rings[i * d->shard_count + s];
@@ -894,7 +956,11 @@ static int start(struct daemon *d)
 		return -1;
 	}
 	if (cfg->kafka_brokers[0]) {
-		d->kafka = open_kafka(cfg, err, sizeof(err));
+		struct spool *spool;
+
+		if (open_spool(cfg, &spool) < 0)
+			return -1; /* exit 1: the disk, not the config */
+		d->kafka = open_kafka(cfg, spool, err, sizeof(err));
 		if (!d->kafka) {
 			log_error("main", "msg=\"cannot start the Kafka sink\" err=\"%s\"", err);
 			d->exit_code = 2; /* a bad [kafka.producer] property is a config error */

@@ -339,13 +339,6 @@ void metrics_http_answered(uint64_t duration_ns, uint64_t n)
 
 /* ---- event to sink ---- */
 
-/* The receive time of the event whose record this thread is writing (0: none). */
-static _Thread_local int64_t handoff_received_at_ms;
-
-#define HANDOFF_TAG_BITS 2
-_Static_assert(SINK_STREAM_COUNT <= 1 << HANDOFF_TAG_BITS,
-               "the Kafka sink's stream travels as the handoff tag");
-
 static int64_t wall_clock_ms(void)
 {
 	struct timespec ts;
@@ -353,51 +346,15 @@ static int64_t wall_clock_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void observe_since(enum metrics_histogram h, int64_t received_at_ms)
+void metrics_event_to_sink(enum metrics_histogram h, int64_t received_at_ms)
 {
-	int64_t delay_ms = wall_clock_ms() - received_at_ms;
+	int64_t delay_ms;
 
+	if (received_at_ms <= 0)
+		return;
+	delay_ms = wall_clock_ms() - received_at_ms;
 	/* The wall clock may step back: such a record counts as no delay at all. */
 	metrics_observe(h, delay_ms > 0 ? (uint64_t)delay_ms * 1000 : 0, 1);
-}
-
-void metrics_handoff_begin(int64_t received_at_ms)
-{
-	handoff_received_at_ms = received_at_ms > 0 ? received_at_ms : 0;
-}
-
-void metrics_handoff_end(bool taken)
-{
-	int64_t at = handoff_received_at_ms;
-
-	handoff_received_at_ms = 0;
-	if (taken && at > 0)
-		observe_since(HIST_EVENT_TO_SINK_FILE, at);
-}
-
-void *metrics_handoff_claim(unsigned tag)
-{
-	uintptr_t packed = tag & ((1u << HANDOFF_TAG_BITS) - 1);
-
-#if UINTPTR_MAX > 0xffffffffu
-	/* Epoch milliseconds need 41 bits for centuries yet: 62 are left above the tag. */
-	packed |= (uintptr_t)handoff_received_at_ms << HANDOFF_TAG_BITS;
-#endif
-	handoff_received_at_ms = 0;
-	return (void *)packed;
-}
-
-unsigned metrics_handoff_tag(const void *opaque)
-{
-	return (unsigned)((uintptr_t)opaque & ((1u << HANDOFF_TAG_BITS) - 1));
-}
-
-void metrics_handoff_delivered(enum metrics_histogram h, const void *opaque)
-{
-	int64_t at = (int64_t)((uintptr_t)opaque >> HANDOFF_TAG_BITS);
-
-	if (at > 0)
-		observe_since(h, at);
 }
 
 /* ---- rendering ---- */

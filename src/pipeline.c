@@ -188,8 +188,9 @@ void pipeline_dead_letter(struct pipeline *pl, int64_t received_at_ms,
 		log_dead_letter_failure(pl, len);
 		return;
 	}
+	/* received_at 0: a dead letter is no event, clickd_event_to_sink_seconds skips it. */
 	rc = held_write(&pl->dead_letters_held, pl->dead_letter_sink, SINK_DEAD_LETTERS, NULL, 0,
-	                pl->buf, (size_t)len);
+	                pl->buf, (size_t)len, 0);
 	if (rc == -ENOSPC || rc == -ENOMEM)
 		sink_count_failed(pl->dead_letter_sink, SINK_DEAD_LETTERS, 1);
 	if (rc < 0)

@@ -407,7 +407,7 @@ int record_event_json(const struct event *ev, char *buf, size_t cap)
 	if (ev->session_index > 0)
 		out_key_u64(&o, "session_index", ev->session_index);
 	/* url .. channel are consecutive in EVENT_STRING_FIELDS, in contract order. */
-	_Static_assert(EF_CHANNEL - EF_URL == 11, "url..channel must stay one run of fields");
+	_Static_assert(EF_CHANNEL - EF_URL == 12, "url..channel must stay one run of fields");
 	for (enum event_field f = EF_URL; f <= EF_CHANNEL; f++)
 		out_event_field(&o, ev, f);
 	if (ev->has_revenue && isfinite(ev->revenue)) {
@@ -496,8 +496,119 @@ int record_touchpoint_json(const struct session *s, enum session_end_reason reas
 	out_session_field(&o, s, SF_CONTENT, "content");
 	out_session_field(&o, s, SF_CLICK_ID_TYPE, "click_id_type");
 	out_session_field(&o, s, SF_CLICK_ID, "click_id");
+	out_session_field(&o, s, SF_AFFILIATE_ID, "affiliate_id");
 	if (channel && channel[0])
 		out_key_string(&o, "channel", channel, strlen(channel));
+	out_char(&o, '}');
+	return out_finish(&o);
+}
+
+/* ---- attribution and rollups ---- */
+
+/* A NUL-terminated string, written only when not empty (absent values are omitted). */
+static void out_key_cstr(struct json_out *o, const char *key, const char *s)
+{
+	if (s[0])
+		out_key_string(o, key, s, strlen(s));
+}
+
+/* v as a JSON number, written only when finite (JSON cannot carry the rest). */
+static void out_key_double(struct json_out *o, const char *key, double v)
+{
+	char num[40];
+
+	if (!isfinite(v))
+		return;
+	format_double(v, num);
+	out_key(o, key);
+	out_cstr(o, num);
+}
+
+/* {"first_touch":v[0],...}: one number per model, in ATTRIBUTION_MODELS order. */
+static void out_key_models(struct json_out *o, const char *key,
+                           const double v[ATTRIBUTION_MODEL__COUNT])
+{
+	out_key(o, key);
+	out_char(o, '{');
+	o->first = true;
+	for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++)
+		out_key_double(o, attribution_model_name((enum attribution_model)m), v[m]);
+	out_char(o, '}');
+	o->first = false;
+}
+
+static void out_credited(struct json_out *o, const struct attribution_credited *t,
+                         bool with_revenue)
+{
+	const struct attribution_touchpoint *tp = &t->tp;
+
+	out_char(o, '{');
+	o->first = true;
+	out_key_cstr(o, "session_id", tp->session_id);
+	out_key_cstr(o, "visitor_id", t->visitor_id);
+	out_key_time(o, "started_at", tp->started_at_ms);
+	out_key_cstr(o, "channel", channel_name((enum channel)tp->channel));
+	out_key_cstr(o, "source", tp->source);
+	out_key_cstr(o, "medium", tp->medium);
+	out_key_cstr(o, "campaign", tp->campaign);
+	out_key_cstr(o, "click_id_type", tp->click_id_type);
+	out_key_cstr(o, "affiliate_id", tp->affiliate_id);
+	out_key_models(o, "credit", t->credit);
+	if (with_revenue)
+		out_key_models(o, "revenue", t->revenue);
+	out_char(o, '}');
+}
+
+int record_attribution_json(const struct event *ev, const struct attribution_result *r, char *buf,
+                            size_t cap)
+{
+	struct json_out o = {.buf = buf, .cap = cap, .first = true};
+	bool with_revenue = ev->has_revenue && isfinite(ev->revenue);
+	size_t len;
+	const char *id = event_get(ev, EF_EVENT_ID, &len);
+
+	out_char(&o, '{');
+	if (id)
+		out_key_string(&o, "conversion_event_id", id, len);
+	out_event_field(&o, ev, EF_APP_ID);
+	out_event_field(&o, ev, EF_VISITOR_ID);
+	out_event_field(&o, ev, EF_USER_ID);
+	out_key_time(&o, "converted_at", r->converted_at_ms);
+	out_event_field(&o, ev, EF_NAME);
+	if (with_revenue)
+		out_key_double(&o, "revenue", ev->revenue);
+	out_event_field(&o, ev, EF_CURRENCY);
+	out_key(&o, "touchpoints");
+	out_char(&o, '[');
+	for (size_t i = 0; i < r->count; i++) {
+		if (i)
+			out_char(&o, ',');
+		out_credited(&o, &r->touchpoints[i], with_revenue);
+	}
+	out_char(&o, ']');
+	out_char(&o, '}');
+	return out_finish(&o);
+}
+
+int record_rollup_json(const struct attribution_rollup_row *row, char *buf, size_t cap)
+{
+	struct json_out o = {.buf = buf, .cap = cap, .first = true};
+	const struct attribution_rollup_counts *c = &row->counts;
+
+	out_char(&o, '{');
+	out_key_time(&o, "minute", row->minute_ms);
+	out_key_cstr(&o, "app_id", row->app_id);
+	out_key_cstr(&o, "channel",
+	             row->other ? "(other)" : channel_name((enum channel)row->channel));
+	out_key_cstr(&o, "source", row->source);
+	out_key_cstr(&o, "medium", row->medium);
+	out_key_cstr(&o, "campaign", row->campaign);
+	out_key_u64(&o, "sessions", c->sessions);
+	out_key_u64(&o, "page_views", c->page_views);
+	out_key_u64(&o, "conversions", c->conversions);
+	out_key_double(&o, "revenue", c->revenue);
+	out_key_models(&o, "attributed_revenue", c->attributed_revenue);
+	out_key_u64(&o, "late", row->late);
 	out_char(&o, '}');
 	return out_finish(&o);
 }

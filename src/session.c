@@ -172,7 +172,8 @@ static bool event_is_touch(const struct event *ev)
 	size_t len;
 	const char *source = event_get(ev, EF_SOURCE, &len);
 
-	if (event_has(ev, EF_CAMPAIGN) || event_has(ev, EF_CLICK_ID))
+	if (event_has(ev, EF_CAMPAIGN) || event_has(ev, EF_CLICK_ID) ||
+	    event_has(ev, EF_AFFILIATE_ID))
 		return true;
 	if (source)
 		return !(len == 8 && memcmp(source, "(direct)", 8) == 0);
@@ -184,7 +185,8 @@ static bool touch_differs(const struct session *s, const struct event *ev)
 	return !same_field(s, SF_SOURCE, ev, EF_SOURCE, SESSION_TOUCH_FIELD_BYTES) ||
 	       !same_field(s, SF_MEDIUM, ev, EF_MEDIUM, SESSION_TOUCH_FIELD_BYTES) ||
 	       !same_field(s, SF_CAMPAIGN, ev, EF_CAMPAIGN, SESSION_TOUCH_FIELD_BYTES) ||
-	       !same_field(s, SF_CLICK_ID, ev, EF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES);
+	       !same_field(s, SF_CLICK_ID, ev, EF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES) ||
+	       !same_field(s, SF_AFFILIATE_ID, ev, EF_AFFILIATE_ID, SESSION_TOUCH_FIELD_BYTES);
 }
 
 /* ---- session slots ---- */
@@ -429,6 +431,7 @@ static uint32_t open_session(struct session_table *t, uint32_t v, const struct e
 	put_from_event(t, s, SF_CAMPAIGN, ev, EF_CAMPAIGN, SESSION_TOUCH_FIELD_BYTES);
 	put_from_event(t, s, SF_CLICK_ID_TYPE, ev, EF_CLICK_ID_TYPE, SESSION_TOUCH_FIELD_BYTES);
 	put_from_event(t, s, SF_CLICK_ID, ev, EF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES);
+	put_from_event(t, s, SF_AFFILIATE_ID, ev, EF_AFFILIATE_ID, SESSION_TOUCH_FIELD_BYTES);
 	put_from_event(t, s, SF_TERM, ev, EF_TERM, SESSION_TOUCH_FIELD_BYTES);
 	put_from_event(t, s, SF_CONTENT, ev, EF_CONTENT, SESSION_TOUCH_FIELD_BYTES);
 	put_from_event(t, s, SF_REFERRER_HOST, ev, EF_REFERRER_HOST, SESSION_TOUCH_FIELD_BYTES);

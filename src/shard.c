@@ -14,7 +14,12 @@
  * HELD_RETRY_MS. While records are held the session wheel does not advance either, so a
  * long sink outage cannot pile up touchpoints in memory; sessions expire once it is over.
  * Bounded: draining stops with at most one batch's records held, plus one tick's worth of
- * touchpoints.
+ * touchpoints (and of rollup rows, which close on the tick only while nothing is held).
+ *
+ * Attribution and rollups (see shard.h) are the shard's too: attribute_event runs after
+ * the session is known, and writes the attribution record of a conversion after its event
+ * record. Rollup rows are written from the rollups' callback, into a buffer of their own,
+ * whenever the rollup clock closes a minute (an event's receive time or the tick).
  */
 #include "clickd/shard.h"
 
@@ -49,12 +54,27 @@ struct shard {
 	char *record; /* owned: RECORD_EVENT_MAX_BYTES */
 	char *key;    /* owned: KEY_MAX_BYTES */
 
+	struct attribution *attribution;
+	struct attribution_rollup *rollups;
+	struct attribution_result *result; /* owned: one conversion's credits, reused */
+	char *attribution_record;          /* owned: RECORD_ATTRIBUTION_MAX_BYTES */
+	char rollup_record[RECORD_ROLLUP_MAX_BYTES];
+	/* attribution.conversion_events, copied: views into conversion_names (owned). */
+	struct conversion_name {
+		const char *s;
+		size_t len;
+	} * conversion_events;
+	size_t conversion_event_count;
+	char *conversion_names;
+
 	struct held held; /* records the sink refused with "full", in order */
 	int64_t next_retry_ms;
 
 	/* What was last added to the process-wide metrics (they get deltas). */
 	struct dedup_stats dedup_published;
 	struct session_stats session_published;
+	struct attribution_stats attribution_published;
+	struct attribution_rollup_stats rollup_published;
 
 	/* Several rings: events merged in order_us order (see shard_drain). */
 	size_t *pending;          /* owned: per ring, events seen but left for later */
@@ -82,12 +102,15 @@ static int64_t wall_clock_ms(void)
 
 /* ---- writing records ---- */
 
-/* Returns true when the sink took the record now (not held back, not failed). */
-static bool emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
-                 const char *rec, size_t rec_len)
+/* Writes a record, or holds it while the sink is full. received_at_ms: the receive time of
+ * the event it comes from (0: none), for clickd_event_to_sink_seconds. Returns true when
+ * the sink took the record now (not held back, not failed). */
+static bool emit_at(struct shard *sh, enum sink_stream stream, int64_t received_at_ms,
+                    const char *key, size_t key_len, const char *rec, size_t rec_len)
 {
 	size_t before = sh->held.count;
-	int rc = held_write(&sh->held, sh->opt.sink, stream, key, key_len, rec, rec_len);
+	int rc =
+	    held_write(&sh->held, sh->opt.sink, stream, key, key_len, rec, rec_len, received_at_ms);
 
 	if (sh->held.count > before)
 		metrics_add(METRIC_SHARD_SINK_FULL, 1);
@@ -98,6 +121,13 @@ static bool emit(struct shard *sh, enum sink_stream stream, const char *key, siz
 		          sh->opt.index);
 	}
 	return rc == 0 && sh->held.count == 0;
+}
+
+/* A record that comes from no single event (touchpoints, ...). */
+static bool emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
+                 const char *rec, size_t rec_len)
+{
+	return emit_at(sh, stream, 0, key, key_len, rec, rec_len);
 }
 
 /* ---- events and sessions ---- */
@@ -121,10 +151,180 @@ static void on_session_closed(void *ud, const struct session *s, enum session_en
 	emit(sh, SINK_TOUCHPOINTS, sh->key, app_len + 1 + vid_len, sh->record, (size_t)len);
 }
 
+/* ---- attribution and rollups ---- */
+
+static bool is_conversion(const struct shard *sh, const struct event *ev)
+{
+	size_t len;
+	const char *name;
+
+	if (ev->type == EVENT_CONVERSION)
+		return true;
+	name = event_get(ev, EF_NAME, &len);
+	for (size_t i = 0; name && i < sh->conversion_event_count; i++)
+		if (sh->conversion_events[i].len == len &&
+		    memcmp(sh->conversion_events[i].s, name, len) == 0)
+			return true;
+	return false;
+}
+
+/* Who the event is about, for attribution: its visitor (keyed as sessions are) and user. */
+static void ids_of(const struct event *ev, struct attribution_ids *ids)
+{
+	size_t app_len, uid_len;
+	const char *app = event_get(ev, EF_APP_ID, &app_len);
+	const char *uid = event_get(ev, EF_USER_ID, &uid_len);
+
+	ids->visitor_hash = event_visitor_hash(ev);
+	ids->user_hash = uid ? attribution_user_hash(app, app_len, uid, uid_len) : 0;
+	ids->visitor_id = event_get(ev, EF_VISITOR_ID, &ids->visitor_id_len);
+}
+
+static void touch_string(char *dst, size_t dst_bytes, const struct session *s, enum session_field f)
+{
+	size_t len;
+	const char *v = session_get(s, f, &len);
+
+	attribution_set_string(dst, dst_bytes, v, len);
+}
+
+/* The session's touchpoint (its start and touch). */
+static void touchpoint_of(const struct session *s, struct attribution_touchpoint *tp)
+{
+	tp->started_at_ms = s->started_at_ms;
+	tp->channel = (uint8_t)s->channel;
+	attribution_set_string(tp->session_id, sizeof(tp->session_id), s->id, SESSION_ID_CHARS);
+	touch_string(tp->source, sizeof(tp->source), s, SF_SOURCE);
+	touch_string(tp->medium, sizeof(tp->medium), s, SF_MEDIUM);
+	touch_string(tp->campaign, sizeof(tp->campaign), s, SF_CAMPAIGN);
+	touch_string(tp->click_id_type, sizeof(tp->click_id_type), s, SF_CLICK_ID_TYPE);
+	touch_string(tp->affiliate_id, sizeof(tp->affiliate_id), s, SF_AFFILIATE_ID);
+}
+
+/* The rollup key of a session: its touch (cut to the rollup bounds as the touchpoint's
+ * strings are, so that a touchpoint's attributed revenue lands in its session's row). */
+static struct attribution_rollup_key session_rollup_key(const struct session *s)
+{
+	struct attribution_rollup_key key = {.channel = s->channel};
+
+	key.app_id = session_get(s, SF_APP_ID, &key.app_id_len);
+	key.source = session_get(s, SF_SOURCE, &key.source_len);
+	key.medium = session_get(s, SF_MEDIUM, &key.medium_len);
+	key.campaign = session_get(s, SF_CAMPAIGN, &key.campaign_len);
+	return key;
+}
+
+/* The rollup key of an event without a session: its own touch. */
+static struct attribution_rollup_key event_rollup_key(const struct event *ev, enum channel ch)
+{
+	struct attribution_rollup_key key = {.channel = (int)ch};
+
+	key.app_id = event_get(ev, EF_APP_ID, &key.app_id_len);
+	key.source = event_get(ev, EF_SOURCE, &key.source_len);
+	key.medium = event_get(ev, EF_MEDIUM, &key.medium_len);
+	key.campaign = event_get(ev, EF_CAMPAIGN, &key.campaign_len);
+	return key;
+}
+
+/* Writes one closed rollup row (the rollups' callback), keyed by its key's strings. */
+static void on_rollup_row(void *ud, const struct attribution_rollup_row *row)
+{
+	struct shard *sh = ud;
+	const char *channel = row->other ? "(other)" : channel_name((enum channel)row->channel);
+	const char *parts[5] = {row->app_id, channel, row->source, row->medium, row->campaign};
+	char key[sizeof(row->app_id) + sizeof(row->source) + sizeof(row->medium) +
+	         sizeof(row->campaign) + 32];
+	size_t key_len = 0;
+	int len = record_rollup_json(row, sh->rollup_record, sizeof(sh->rollup_record));
+
+	if (len < 0)
+		return; /* cannot happen: a row's strings are bounded far below the buffer */
+	for (int i = 0; i < 5; i++) {
+		size_t n = strlen(parts[i]);
+
+		if (i)
+			key[key_len++] = '\x1f';
+		memcpy(key + key_len, parts[i], n);
+		key_len += n;
+	}
+	emit(sh, SINK_ROLLUPS, key, key_len, sh->rollup_record, (size_t)len);
+}
+
+/* Credits conversion ev (ids NULL: it has no visitor, so no path) and writes its
+ * attribution record; its attributed revenue goes to the rollups. */
+static void convert(struct shard *sh, const struct event *ev, const struct attribution_ids *ids)
+{
+	struct attribution_result *r = sh->result;
+	double revenue = ev->has_revenue ? ev->revenue : 0;
+	size_t app_len;
+	const char *app = event_get(ev, EF_APP_ID, &app_len);
+	int key_len, len, rc = -ENOENT;
+
+	if (ids) {
+		rc = attribution_convert(sh->attribution, ids, ev->received_at_ms, revenue, r);
+	} else {
+		r->converted_at_ms = ev->received_at_ms;
+		r->revenue = revenue;
+		r->count = r->devices = r->cut = 0;
+	}
+	if (rc < 0)
+		metrics_add(METRIC_CONVERSIONS_WITHOUT_PATH, 1);
+	else
+		attribution_rollup_add_result(sh->rollups, app, app_len, r, ev->received_at_ms);
+	len = record_attribution_json(ev, r, sh->attribution_record, RECORD_ATTRIBUTION_MAX_BYTES);
+	key_len = event_visitor_key(ev, sh->key, KEY_MAX_BYTES);
+	if (len < 0 || key_len < 0)
+		return; /* cannot happen: both buffers hold the worst case */
+	emit(sh, SINK_ATTRIBUTION, sh->key, (size_t)key_len, sh->attribution_record, (size_t)len);
+	metrics_add(METRIC_ATTRIBUTION_RECORDS, 1);
+}
+
+/*
+ * The event's part in attribution and rollups. s is its session (NULL: no visitor ID),
+ * ch its channel. A session that this event opened (events == 1) is touched into the
+ * visitor's path, and so is a conversion's session, again: a path touched at the start of
+ * its session may have lost it since (a memory bound), and a conversion must find its own
+ * session. Other events with a user ID link their visitor to the user.
+ */
+static void attribute_event(struct shard *sh, const struct event *ev, const struct session *s,
+                            enum channel ch)
+{
+	bool conversion = is_conversion(sh, ev);
+	int64_t now = ev->received_at_ms;
+	struct attribution_rollup_counts c = {0};
+	struct attribution_rollup_key key;
+	struct attribution_touchpoint tp;
+	struct attribution_ids ids;
+
+	if (s) {
+		key = session_rollup_key(s);
+		c.sessions = s->events == 1;
+		if (s->events == 1 || conversion) {
+			ids_of(ev, &ids);
+			touchpoint_of(s, &tp);
+			attribution_touch(sh->attribution, &ids, &tp, now);
+		} else if (event_has(ev, EF_USER_ID)) {
+			ids_of(ev, &ids);
+			attribution_link_user(sh->attribution, &ids, now);
+		}
+	} else {
+		key = event_rollup_key(ev, ch);
+	}
+	c.page_views = ev->type == EVENT_PAGE_VIEW;
+	if (conversion) {
+		c.conversions = 1;
+		c.revenue = ev->has_revenue ? ev->revenue : 0;
+	}
+	if (c.sessions || c.page_views || c.conversions)
+		attribution_rollup_add(sh->rollups, &key, &c, now, now);
+	if (conversion)
+		convert(sh, ev, s ? &ids : NULL);
+}
+
 static void handle_event(struct shard *sh, struct event *ev)
 {
-	size_t source_len, medium_len, campaign_len;
-	const char *source, *medium, *campaign, *name;
+	size_t source_len, medium_len, campaign_len, affiliate_len;
+	const char *source, *medium, *campaign, *affiliate, *name;
 	const struct session *s;
 	enum channel ch;
 	int key_len, len;
@@ -134,8 +334,9 @@ static void handle_event(struct shard *sh, struct event *ev)
 	source = event_get(ev, EF_SOURCE, &source_len);
 	medium = event_get(ev, EF_MEDIUM, &medium_len);
 	campaign = event_get(ev, EF_CAMPAIGN, &campaign_len);
+	affiliate = event_get(ev, EF_AFFILIATE_ID, &affiliate_len);
 	ch = channel_classify(sh->opt.channels, source, source_len, medium, medium_len, campaign,
-	                      campaign_len);
+	                      campaign_len, affiliate, affiliate_len);
 	name = channel_name(ch);
 	/* The arena keeps EVENT_ARENA_RESERVE bytes for these two: they always fit. */
 	event_set(ev, EF_CHANNEL, name, strlen(name));
@@ -148,9 +349,9 @@ static void handle_event(struct shard *sh, struct event *ev)
 	len = record_event_json(ev, sh->record, RECORD_EVENT_MAX_BYTES);
 	if (key_len < 0 || len < 0)
 		return; /* cannot happen: both buffers hold the worst case */
-	metrics_handoff_begin(ev->received_at_ms); /* clickd_event_to_sink_seconds */
-	metrics_handoff_end(
-	    emit(sh, SINK_EVENTS, sh->key, (size_t)key_len, sh->record, (size_t)len));
+	emit_at(sh, SINK_EVENTS, ev->received_at_ms, sh->key, (size_t)key_len, sh->record,
+	        (size_t)len);
+	attribute_event(sh, ev, s, ch);
 }
 
 static int64_t monotonic_us(void)
@@ -260,6 +461,28 @@ bool shard_inputs_done(struct shard *sh)
 	return true;
 }
 
+static void publish_attribution_stats(struct shard *sh)
+{
+	struct attribution_stats a;
+	struct attribution_rollup_stats r;
+	struct attribution_stats *pa = &sh->attribution_published;
+	struct attribution_rollup_stats *pr = &sh->rollup_published;
+
+	attribution_get_stats(sh->attribution, &a);
+	attribution_rollup_get_stats(sh->rollups, &r);
+	metrics_add(METRIC_ATTRIBUTION_EVICTED, a.visitors_evicted + a.visitors_evicted_for_space -
+	                                            pa->visitors_evicted -
+	                                            pa->visitors_evicted_for_space);
+	metrics_gauge_add(GAUGE_ATTRIBUTION_PATHS, (int64_t)a.visitors - (int64_t)pa->visitors);
+	metrics_gauge_add(GAUGE_ATTRIBUTION_TOUCHPOINTS,
+	                  (int64_t)a.touchpoints - (int64_t)pa->touchpoints);
+	metrics_add(METRIC_ROLLUP_ROWS, r.rows_closed - pr->rows_closed);
+	metrics_add(METRIC_ROLLUP_LATE, r.late - pr->late);
+	metrics_add(METRIC_ROLLUP_OTHER, r.other_records - pr->other_records);
+	*pa = a;
+	*pr = r;
+}
+
 /* Adds what changed since the last call to the process-wide metrics. */
 static void publish_stats(struct shard *sh)
 {
@@ -284,6 +507,7 @@ static void publish_stats(struct shard *sh)
 	metrics_gauge_add(GAUGE_VISITORS, (int64_t)s.visitors - (int64_t)ps->visitors);
 	*pd = d;
 	*ps = s;
+	publish_attribution_stats(sh);
 }
 
 void shard_tick(struct shard *sh, int64_t now_ms)
@@ -295,9 +519,12 @@ void shard_tick(struct shard *sh, int64_t now_ms)
 		sh->opt.channels = next;
 		atomic_store_explicit(&sh->channels_in_use, next, memory_order_release);
 	}
-	if (sh->held.count == 0 || held_retry(&sh->held, sh->opt.sink))
+	if (sh->held.count == 0 || held_retry(&sh->held, sh->opt.sink)) {
 		session_tick(sh->sessions, now_ms);
+		attribution_rollup_tick(sh->rollups, now_ms);
+	}
 	dedup_expire(sh->dedup, now_ms);
+	attribution_expire(sh->attribution, now_ms);
 	if (sh->opt.sink_owned)
 		sh->opt.sink->ops->poll(sh->opt.sink, now_ms);
 	publish_stats(sh);
@@ -310,6 +537,7 @@ int shard_finish(struct shard *sh)
 	int rc = 0;
 
 	session_close_all(sh->sessions, SESSION_END_SHUTDOWN);
+	attribution_rollup_flush(sh->rollups);
 	while (sh->held.count > 0 && !held_retry(&sh->held, sh->opt.sink)) {
 		struct timespec pause = {0, HELD_RETRY_MS * 1000000L};
 		if (wall_clock_ms() >= deadline) {
@@ -434,6 +662,71 @@ void shard_join(struct shard *sh)
 
 /* ---- set-up ---- */
 
+/* Copies the conversion event names into the shard's own storage. */
+static int copy_conversion_events(struct shard *sh, const struct shard_options *opt)
+{
+	size_t bytes = 1, off = 0;
+
+	for (size_t i = 0; i < opt->conversion_event_count; i++)
+		bytes += strlen(opt->conversion_events[i]) + 1;
+	sh->conversion_names = malloc(bytes);
+	sh->conversion_events =
+	    calloc(opt->conversion_event_count ? opt->conversion_event_count : 1,
+	           sizeof(*sh->conversion_events));
+	if (!sh->conversion_names || !sh->conversion_events)
+		return -ENOMEM;
+	for (size_t i = 0; i < opt->conversion_event_count; i++) {
+		size_t n = strlen(opt->conversion_events[i]);
+
+		memcpy(sh->conversion_names + off, opt->conversion_events[i], n + 1);
+		sh->conversion_events[i].s = sh->conversion_names + off;
+		sh->conversion_events[i].len = n;
+		off += n + 1;
+	}
+	sh->conversion_event_count = opt->conversion_event_count;
+	sh->opt.conversion_events = NULL; /* borrowed for shard_new only */
+	return 0;
+}
+
+/* The attribution instance, rollups and buffers, from the options (0: the defaults). */
+static int attribution_init(struct shard *sh, const struct shard_options *opt, char *err,
+                            size_t errlen)
+{
+	struct attribution_options ao = opt->attribution;
+	struct attribution_rollup_options ro = opt->rollups;
+
+	if (ao.lookback_ms == 0) {
+		attribution_options_default(&ao);
+		ao.max_visitors = ao.max_users = opt->session.max_visitors;
+	}
+	if (ro.max_keys == 0)
+		attribution_rollup_options_default(&ro);
+	if (copy_conversion_events(sh, opt) < 0)
+		goto nomem;
+	sh->result = malloc(sizeof(*sh->result));
+	sh->attribution_record = malloc(RECORD_ATTRIBUTION_MAX_BYTES);
+	if (!sh->result || !sh->attribution_record)
+		goto nomem;
+	sh->attribution = attribution_new(&ao);
+	if (!sh->attribution) {
+		snprintf(err, errlen,
+		         "shard %u: attribution paths of %zu visitors: out of memory or bad bounds",
+		         opt->index, ao.max_visitors);
+		return -EINVAL;
+	}
+	sh->rollups = attribution_rollup_new(&ro, on_rollup_row, sh);
+	if (!sh->rollups) {
+		snprintf(err, errlen,
+		         "shard %u: rollups of %zu keys per minute: out of memory or bad bounds",
+		         opt->index, ro.max_keys);
+		return -EINVAL;
+	}
+	return 0;
+nomem:
+	snprintf(err, errlen, "shard %u: out of memory", opt->index);
+	return -ENOMEM;
+}
+
 struct shard *shard_new(const struct shard_options *opt, char *err, size_t errlen)
 {
 	struct shard *sh = calloc(1, sizeof(*sh));
@@ -471,6 +764,10 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 		shard_free(sh);
 		return NULL;
 	}
+	if (attribution_init(sh, opt, err, errlen) < 0) {
+		shard_free(sh);
+		return NULL;
+	}
 	held_init(&sh->held, 0); /* bounded by the shard stopping its intake while it holds */
 	atomic_init(&sh->sleeping, 0);
 	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
@@ -490,6 +787,12 @@ void shard_free(struct shard *sh)
 		return;
 	dedup_free(sh->dedup);
 	session_table_free(sh->sessions);
+	attribution_free(sh->attribution);
+	attribution_rollup_free(sh->rollups);
+	free(sh->result);
+	free(sh->attribution_record);
+	free(sh->conversion_events);
+	free(sh->conversion_names);
 	free(sh->inputs);
 	free(sh->pending);
 	free(sh->record);

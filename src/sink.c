@@ -17,6 +17,10 @@ const char *sink_stream_name(enum sink_stream stream)
 		return "touchpoints";
 	case SINK_DEAD_LETTERS:
 		return "dead_letters";
+	case SINK_ATTRIBUTION:
+		return "attribution";
+	case SINK_ROLLUPS:
+		return "rollups";
 	case SINK_STREAM_COUNT:
 		break;
 	}

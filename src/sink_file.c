@@ -45,7 +45,7 @@
  * file open until a later poll.
  * flush and free wait for a free slot instead (up to flush's timeout). So memory, open fds
  * and unsynced files stay bounded, and no file is ever dropped: a job leaves the queue only
- * once its file is complete or has failed. Eight: the three streams rotating together by age
+ * once its file is complete or has failed. Ten: the five streams rotating together by age
  * still leave room for the previous round; more files waiting means the disk is behind.
  *
  * Completion failures (on the completion thread): when fsync or rename fails the file keeps
@@ -66,7 +66,8 @@
  * error (counted in clickd_sink_failures_total, logged at most once a second).
  *
  * Counting: clickd_records_out_total{sink="file"} is bumped when a record is taken into
- * the staging buffer. A disk failure after that is logged with the number of bytes lost
+ * the staging buffer, and clickd_event_to_sink_seconds{sink="file"} observed then (for
+ * records with a receive time). A disk failure after that is logged with the number of bytes lost
  * (at shutdown), or counted per record (a file that cannot be completed).
  *
  * Time: rotation by age and the periodic push use only the now_ms given to poll (any clock,
@@ -571,7 +572,7 @@ static bool stream_aged(const struct sink_file *s, const struct file_stream *fs)
 }
 
 static int file_write(struct sink *base, enum sink_stream stream, const char *key, size_t key_len,
-                      const char *record, size_t record_len)
+                      const char *record, size_t record_len, int64_t received_at_ms)
 {
 	struct sink_file *s = (struct sink_file *)base;
 	struct file_stream *fs;
@@ -609,6 +610,7 @@ static int file_write(struct sink *base, enum sink_stream stream, const char *ke
 	fs->file_records++;
 	fs->unpushed = true;
 	metrics_sink_out(METRICS_SINK_FILE, stream, 1);
+	metrics_event_to_sink(HIST_EVENT_TO_SINK_FILE, received_at_ms);
 	return 0;
 }
 

@@ -202,8 +202,9 @@ void attribution_free(struct attribution *a);
 
 /*
  * Adds tp (copied) to the path of ids->visitor_hash, remembering the visitor (and linking it
- * to ids->user_hash when not 0). A touchpoint with the session ID of one already in the
- * path replaces it. Returns 0; -ERANGE when tp started before now_ms - lookback, or is older
+ * to ids->user_hash when not 0). A touchpoint with the session ID and start time of one
+ * already in the path replaces it (a session comes back with its start: clickd derives
+ * session IDs from it). Returns 0; -ERANGE when tp started before now_ms - lookback, or is older
  * than every touchpoint of a full path (not stored, counted); -ENOMEM.
  */
 int attribution_touch(struct attribution *a, const struct attribution_ids *ids,

@@ -3,9 +3,9 @@
  *
  * Decoding and enrichment happen here, on the ingest thread, without libuv types and with
  * the receive time passed in (a pure core that unit tests and fuzzers drive directly):
- * field parsing, UTM tags and click IDs from the page URL (explicit fields win), referrer
- * host, source/medium by the rules in CONTRACTS.md, the visitor ID (field, cookie or a
- * freshly minted one), IP anonymisation, GPC/DNT and the bot check.
+ * field parsing, UTM tags, click IDs and the affiliate ID from the page URL (explicit
+ * fields win), referrer host, source/medium by the rules in CONTRACTS.md, the visitor ID
+ * (field, cookie or a freshly minted one), IP anonymisation, GPC/DNT and the bot check.
  */
 #ifndef CLICKD_BEACON_H
 #define CLICKD_BEACON_H
@@ -16,6 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The page-URL query parameters read as the affiliate ID by default
+ * (attribution.affiliate_params), in priority order: the generic names sites and affiliate
+ * platforms (HasOffers/TUNE's aff_id) put the affiliate's own ID in, then the click
+ * references networks append to the landing URL (Awin awc, Impact irclickid, CJ cjevent,
+ * ShareASale sscid, Rakuten ranSiteID, Tradedoubler tduid, Partnerize clickref, Admitad
+ * admitad_uid, Refersion rfsn). conf/clickd.conf documents each one.
+ */
+#define BEACON_DEFAULT_AFFILIATE_PARAMS                                                            \
+	"aff,affiliate,affiliate_id,aff_id,affid,awc,irclickid,cjevent,sscid,ranSiteID,tduid,"     \
+	"clickref,admitad_uid,rfsn"
+
 /* Read-only options, from the config snapshot. */
 struct beacon_options {
 	bool anonymize_ip;     /* privacy.anonymize_ip: IPv4 /24, IPv6 /48 */
@@ -23,6 +35,10 @@ struct beacon_options {
 	size_t max_fields;     /* limits.max_fields: fields per beacon */
 	size_t max_batch;      /* limits.max_batch: beacons per JSON array */
 	size_t max_json_depth; /* limits.max_json_depth */
+	/* attribution.affiliate_params: page-URL query parameters (exact, case-sensitive
+	 * names) whose value is the affiliate ID, in priority order; borrowed. 0: none. */
+	const char *const *affiliate_params;
+	size_t affiliate_param_count;
 };
 
 /* What the ingest layer knows about the request the beacon came in. Borrowed. */

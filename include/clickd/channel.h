@@ -3,9 +3,11 @@
  *
  * channel_classify() puts a (source, medium, campaign) triple into one of GA4's default
  * channels, applying Google's "manual traffic" rules in their documented order (the rule
- * table is in src/channel.c). Four of the rules ask whether the source is a known search,
- * social, video or shopping site; those source lists live in conf/channels/<list>.txt, are
- * compiled into the binary, and can be replaced by a directory of files at start-up.
+ * table is in src/channel.c). clickd adds one rule before all of them: a touch that
+ * carries an affiliate ID is Affiliates. Four of the rules ask whether the source is a
+ * known search, social, video or shopping site; those source lists live in
+ * conf/channels/<list>.txt, are compiled into the binary, and can be replaced by a
+ * directory of files at start-up.
  *
  * A `struct channel_lists` is built once (channel_lists_new), then never changes: many
  * threads may classify against it at once without locks. Classifying allocates nothing
@@ -109,10 +111,12 @@ bool channel_lists_contains(const struct channel_lists *l, enum channel_list whi
 
 /* The GA4 default channel of a touchpoint. Comparisons ignore ASCII case. A field with
  * len 0 is absent (its pointer may be NULL) and reads as GA4's "(not set)": so source
- * "(direct)" with no medium is Direct, like "(direct)"/"(none)". l may be NULL (no
- * source is then on any list). Borrowed strings, any thread, no allocation. */
+ * "(direct)" with no medium is Direct, like "(direct)"/"(none)". An affiliate ID (not
+ * absent) makes the channel Affiliates before any of GA4's rules is tried. l may be NULL
+ * (no source is then on any list). Borrowed strings, any thread, no allocation. */
 enum channel channel_classify(const struct channel_lists *l, const char *source, size_t source_len,
                               const char *medium, size_t medium_len, const char *campaign,
-                              size_t campaign_len);
+                              size_t campaign_len, const char *affiliate_id,
+                              size_t affiliate_id_len);
 
 #endif

@@ -67,7 +67,16 @@ struct config {
 	char kafka_topic_events[256];
 	char kafka_topic_touchpoints[256];
 	char kafka_topic_dead_letters[256];
+	char kafka_topic_attribution[256];
+	char kafka_topic_rollups[256];
 	int64_t kafka_flush_timeout_ms;
+
+	char spool_dir[CONFIG_STR_MAX];
+	int64_t spool_max_bytes; /* 0: no spool */
+	int64_t spool_segment_bytes;
+	char spool_fsync[16];
+	int64_t spool_fsync_interval_ms;
+	int64_t spool_high_water;
 
 	int64_t shutdown_drain_timeout_ms;
 
@@ -83,6 +92,16 @@ struct config {
 	int64_t session_max_url_bytes;
 	char channel_sources_dir[CONFIG_STR_MAX];
 
+	int64_t attribution_lookback_days;
+	int64_t attribution_max_touchpoints;
+	int64_t attribution_half_life_days;
+	char attribution_conversion_events[CONFIG_STR_MAX];
+	int64_t attribution_max_devices_per_user;
+	int64_t attribution_max_stored_touchpoints; /* over all shards; 0: no cap of its own */
+	char attribution_affiliate_params[CONFIG_STR_MAX];
+	int64_t rollups_grace_s;
+	int64_t rollups_max_keys_per_minute;
+
 	/* [kafka.producer]: handed to librdkafka as they are. Owned by the struct. */
 	size_t producer_count;
 	char *producer_keys[CONFIG_MAX_PRODUCER_PROPS];
@@ -94,6 +113,10 @@ struct config {
 	char cors_origins[CONFIG_MAX_LIST][256];
 	size_t trusted_proxy_count;
 	struct config_cidr trusted_proxies[CONFIG_MAX_LIST];
+	size_t conversion_event_count; /* attribution.conversion_events, split */
+	char conversion_events[CONFIG_MAX_LIST][256];
+	size_t affiliate_param_count; /* attribution.affiliate_params, split, in order */
+	char affiliate_params[CONFIG_MAX_LIST][256];
 };
 
 /* Fills *cfg: defaults, then `path` (may be NULL), then each "section.key=value" of

@@ -51,6 +51,7 @@ enum event_type {
 	X(UTM_ID, "utm_id")                                                                        \
 	X(CLICK_ID_TYPE, "click_id_type")                                                          \
 	X(CLICK_ID, "click_id")                                                                    \
+	X(AFFILIATE_ID, "affiliate_id")                                                            \
 	X(CHANNEL, "channel")                                                                      \
 	X(CURRENCY, "currency")                                                                    \
 	X(IP, "ip")                                                                                \

@@ -2,8 +2,8 @@
  * held.h - records a sink refused with "full" (-EAGAIN), kept in order until it takes
  * them (STYLE rule 13: "try again" is not "error").
  *
- * A held queue is a byte buffer of (stream, key, record) entries, written in the order
- * they came and retried in that order, so a visitor's records never overtake each other.
+ * A held queue is a byte buffer of (stream, receive time, key, record) entries, written in the
+ * order they came and retried in that order, so a visitor's records never overtake each other.
  * Bounded by max_bytes (0: grows as needed; the caller bounds it another way, as the shard
  * does by stopping its intake while records are held). Owned by one thread.
  */
@@ -26,9 +26,10 @@ struct held {
 void held_init(struct held *h, size_t max_bytes);
 void held_close(struct held *h);
 
-/* Adds one record at the end (copied). Returns 0, -ENOSPC past max_bytes, -ENOMEM. */
+/* Adds one record at the end (copied), with its event's receive time (sink.h's write; 0:
+ * none). Returns 0, -ENOSPC past max_bytes, -ENOMEM. */
 int held_push(struct held *h, enum sink_stream stream, const char *key, size_t key_len,
-              const char *record, size_t record_len);
+              const char *record, size_t record_len, int64_t received_at_ms);
 
 /* Writes held records to sink, in order, until it answers "full" again (records it
  * refuses for good are dropped from the queue: the sink has counted and logged them).
@@ -39,6 +40,6 @@ bool held_retry(struct held *h, struct sink *sink);
  * order is kept). Returns 0 (written or held), or the sink's failure (counted and logged
  * by the sink), or held_push's error when it could not be held. */
 int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
-               size_t key_len, const char *record, size_t record_len);
+               size_t key_len, const char *record, size_t record_len, int64_t received_at_ms);
 
 #endif

@@ -20,6 +20,8 @@ struct ingest {
 	const struct config *cfg;
 	struct pipeline *pl;
 	struct beacon_options beacon;
+	/* beacon.affiliate_params: pointers into cfg->affiliate_params (borrowed with cfg). */
+	const char *affiliate_params[CONFIG_MAX_LIST];
 	uint64_t rng[2]; /* xorshift128+ state for visitor IDs, seeded from getrandom */
 };
 

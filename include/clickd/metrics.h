@@ -67,7 +67,38 @@
 	  "SIGHUP reloads refused (a bad config or source list): the old config keeps running.")   \
 	X(SHARD_SINK_FULL, "clickd_shard_sink_full_total",                                         \
 	  "Records a shard had to hold back because the sink answered 'full'; it stops taking "    \
-	  "events until they are written (back-pressure to ingest).")
+	  "events until they are written (back-pressure to ingest).")                              \
+	X(ATTRIBUTION_RECORDS, "clickd_attribution_records_total",                                 \
+	  "Attribution records written, one per conversion (e=cv, or an event name in "            \
+	  "attribution.conversion_events).")                                                       \
+	X(CONVERSIONS_WITHOUT_PATH, "clickd_attribution_conversions_without_path_total",           \
+	  "Conversions written with an empty touchpoints array: no visitor ID, or no touchpoint "  \
+	  "of the visitor (or its user's devices) left within attribution.lookback_days.")         \
+	X(ATTRIBUTION_EVICTED, "clickd_attribution_evicted_total",                                 \
+	  "Visitors whose attribution path was forgotten before attribution.lookback_days "        \
+	  "passed, least recently seen first: the shard's share of session.max_visitors or of "    \
+	  "attribution.max_stored_touchpoints was full.")                                          \
+	X(ROLLUP_ROWS, "clickd_rollup_rows_total",                                                 \
+	  "Rollup records written: one per closed minute, shard and (app, channel, source, "       \
+	  "medium, campaign).")                                                                    \
+	X(ROLLUP_LATE, "clickd_rollup_late_total",                                                 \
+	  "Records counted in a later minute's rollup than their own, because they arrived after " \
+	  "their minute closed (rollups.grace_s); each row's late says how many.")                 \
+	X(ROLLUP_OTHER, "clickd_rollup_other_total",                                               \
+	  "Records counted in a minute's (other) rollup row because rollups.max_keys_per_minute "  \
+	  "keys were already in that minute.")                                                     \
+	X(SPOOL_SPOOLED, "clickd_spool_records_spooled_total",                                     \
+	  "Records the Kafka sink wrote to the disk spool (spool.dir): while Kafka was away or "   \
+	  "its queue past spool.high_water, and failed deliveries.")                               \
+	X(SPOOL_REPLAYED, "clickd_spool_records_replayed_total",                                   \
+	  "Records read back from the spool and reported delivered by Kafka.")                     \
+	X(SPOOL_FULL_REFUSALS, "clickd_spool_full_refusals_total",                                 \
+	  "Records the spool refused because it held spool.max_bytes (the sink answered 'full', "  \
+	  "ingest 503); a record retried is counted each time.")                                   \
+	X(SPOOL_CORRUPT_FRAMES, "clickd_spool_corrupt_frames_total",                               \
+	  "Corrupt regions of spool segments skipped on replay (their records are lost).")         \
+	X(SPOOL_TORN_TAILS_CUT, "clickd_spool_torn_tails_cut_total",                               \
+	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")
 
 /* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
  * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */
@@ -87,7 +118,22 @@
 	  "less while dedup.max_entries is full (the age of the oldest fingerprint kept).")        \
 	X(KAFKA_QUEUE, "clickd_kafka_queue_depth", 1,                                              \
 	  "Messages in the Kafka producer's queue: not yet sent, or sent and not yet "             \
-	  "acknowledged (0 with the file sink).")
+	  "acknowledged (0 with the file sink).")                                                  \
+	X(ATTRIBUTION_PATHS, "clickd_attribution_paths", 1,                                        \
+	  "Visitors with an attribution path remembered (bounded by session.max_visitors).")       \
+	X(ATTRIBUTION_TOUCHPOINTS, "clickd_attribution_touchpoints", 1,                            \
+	  "Touchpoints held in attribution paths (bounded by "                                     \
+	  "attribution.max_stored_touchpoints).")                                                  \
+	X(SPOOL_BYTES, "clickd_spool_bytes", 1,                                                    \
+	  "Bytes of the Kafka sink's disk spool segments (bounded by spool.max_bytes).")           \
+	X(SPOOL_SEGMENTS, "clickd_spool_segments", 1, "Segment files in the disk spool.")          \
+	X(SPOOL_ACTIVE, "clickd_spool_active", 1,                                                  \
+	  "1 while new Kafka records go to the spool instead of librdkafka: Kafka unreachable, "   \
+	  "its queue past spool.high_water, or the spool not yet replayed.")                       \
+	X(SPOOL_FULL, "clickd_spool_full", 1,                                                      \
+	  "1 from the first record the full spool refused until Kafka took records back (a "       \
+	  "segment deleted), and while the spool's disk fails: ingest answers 503 and /readyz "    \
+	  "is not ready.")
 
 /*
  * Histograms: id, Prometheus name, label (one `key="value"` pair, or ""), bucket upper
@@ -104,8 +150,8 @@
 	    10000000, 30000000, 60000000, 120000000, 300000000
 #define METRICS_HELP_EVENT_TO_SINK                                                                 \
 	"From an event's arrival (received_at) to when its record is taken for good: handed to "   \
-	"the file sink by its shard, or reported delivered by Kafka. Records that waited in a "    \
-	"shard for a full sink (clickd_shard_sink_full_total) are not observed."
+	"the file sink, or reported delivered by Kafka. Records that went through the Kafka "      \
+	"sink's disk spool are not observed (see clickd_spool_*)."
 #define METRICS_HISTOGRAMS(X)                                                                      \
 	X(HTTP_REQUEST_DURATION, "clickd_http_request_duration_seconds", "",                       \
 	  METRICS_BOUNDS_HTTP_US,                                                                  \
@@ -190,27 +236,12 @@ uint64_t metrics_histogram_sum_us(enum metrics_histogram h);
  * the read (the caller's monotonic clock, taken once per read). */
 void metrics_http_answered(uint64_t duration_ns, uint64_t n);
 
-/*
- * clickd_event_to_sink_seconds. The sink interface carries no time, so the shard tells the
- * sink the receive time of the event whose record it writes through a per-thread "event in
- * hand", set around the write (0: none, as for touchpoints, dead letters and held records
- * retried later):
- *
- *   metrics_handoff_begin(ev->received_at_ms);
- *   taken = <write the event's record>;       a sink that reports later (Kafka) calls
- *                                              metrics_handoff_claim in its write
- *   metrics_handoff_end(taken);                unclaimed and taken: observed as sink="file"
- *
- * A claimed time travels with the record in the opaque pointer the sink gets back with its
- * report (packed with a tag < 4, the Kafka stream); on "delivered" the sink calls
- * metrics_handoff_delivered. On a 32-bit system the opaque keeps the tag only, and Kafka
- * deliveries are not observed.
- */
-void metrics_handoff_begin(int64_t received_at_ms);
-void metrics_handoff_end(bool taken);
-void *metrics_handoff_claim(unsigned tag);
-unsigned metrics_handoff_tag(const void *opaque);
-void metrics_handoff_delivered(enum metrics_histogram h, const void *opaque);
+/* clickd_event_to_sink_seconds: one observation of the time from received_at_ms (the
+ * event's arrival, wall clock) to now, in h (HIST_EVENT_TO_SINK_FILE or _KAFKA). A
+ * received_at_ms of 0 or less (no event: touchpoints, dead letters) is not observed; a
+ * wall clock stepped back counts as no delay. Sinks call it when they take a record for
+ * good (sink.h's write carries the time). */
+void metrics_event_to_sink(enum metrics_histogram h, int64_t received_at_ms);
 
 /* Renders every metric in Prometheus text format into buf. Returns the length, or
  * -ENOSPC when buf is too small. */

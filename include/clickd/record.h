@@ -8,6 +8,7 @@
 #ifndef CLICKD_RECORD_H
 #define CLICKD_RECORD_H
 
+#include "clickd/attribution.h"
 #include "clickd/event.h"
 #include "clickd/session.h"
 
@@ -43,6 +44,38 @@ int record_dead_letter_json(int64_t received_at_ms, const char *reason, const ch
  * omitted. Returns the length without the NUL, or -ENOSPC. */
 int record_touchpoint_json(const struct session *s, enum session_end_reason reason,
                            const char *channel, char *buf, size_t cap);
+
+/* Bytes one touchpoint of an attribution record takes at most (its strings escaped at
+ * worst, twelve numbers, keys), and a buffer that always holds one attribution record:
+ * the conversion's own fields (bounded like an event record) and
+ * ATTRIBUTION_MAX_TOUCHPOINTS of them. */
+#define RECORD_ATTRIBUTION_TOUCHPOINT_MAX_BYTES 4096
+#define RECORD_ATTRIBUTION_MAX_BYTES                                                               \
+	(RECORD_EVENT_MAX_BYTES +                                                                  \
+	 ATTRIBUTION_MAX_TOUCHPOINTS * RECORD_ATTRIBUTION_TOUCHPOINT_MAX_BYTES)
+
+/* Writes the attribution record of conversion `ev` (CONTRACTS.md "Attribution"),
+ * NUL-terminated like record_event_json: conversion_event_id, app_id, visitor_id, user_id,
+ * name and currency from the event (omitted when absent), converted_at from
+ * r->converted_at_ms, revenue when the event has one, then `touchpoints`, r's in time
+ * order, each {session_id, visitor_id, started_at, channel, source, medium, campaign,
+ * click_id_type, affiliate_id (empty strings omitted), credit, revenue}: credit and
+ * revenue are objects keyed by model in ATTRIBUTION_MODELS order, revenue only when the
+ * event has one. r->count 0 writes an empty array. Returns the length without the NUL, or
+ * -ENOSPC; RECORD_ATTRIBUTION_MAX_BYTES always suffices. */
+int record_attribution_json(const struct event *ev, const struct attribution_result *r, char *buf,
+                            size_t cap);
+
+/* A buffer that always holds one rollup record. */
+#define RECORD_ROLLUP_MAX_BYTES 4096
+
+/* Writes a closed rollup row (CONTRACTS.md "Rollup"), NUL-terminated like
+ * record_event_json: minute (its start), app_id, channel (its GA4 name, "(other)" for the
+ * "(other)" row), source, medium, campaign (empty strings omitted), then the counts, all
+ * always there: sessions, page_views, conversions, revenue, attributed_revenue (an object
+ * keyed by model, ATTRIBUTION_MODELS order) and late. Returns the length without the NUL,
+ * or -ENOSPC; RECORD_ROLLUP_MAX_BYTES always suffices. */
+int record_rollup_json(const struct attribution_rollup_row *row, char *buf, size_t cap);
 
 /* Formats ms since the epoch as "2026-11-23T09:31:26.123Z" (24 chars + NUL), UTC; times
  * before 1970 are fine, and times outside years 0000..9999 are clamped to them. */

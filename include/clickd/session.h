@@ -4,9 +4,10 @@
  * A session is keyed by the visitor key (app_id, visitor_id). It ends:
  * - after session.timeout_s without an event (inactivity),
  * - when an event brings a different campaign touch (new_campaign): the touch of an event
- *   is its (source, medium, campaign, click_id); an event is a touch when its source is
- *   not "(direct)", or it carries a campaign or a click ID. A referrer from the page's
- *   own host is decoded as (direct), so internal navigation never cuts a session;
+ *   is its (source, medium, campaign, click_id, affiliate_id); an event is a touch when
+ *   its source is not "(direct)", or it carries a campaign, a click ID or an affiliate
+ *   ID. A referrer from the page's own host is decoded as (direct), so internal
+ *   navigation never cuts a session;
  * - session.max_duration_s after it started (max_duration),
  * - when clickd stops (shutdown), or when its visitor is pushed out of the table by the
  *   session.max_visitors bound (evicted: the least recently seen visitor goes).
@@ -71,7 +72,8 @@ const char *session_end_reason_name(enum session_end_reason r);
 	X(TERM, "term")                                                                            \
 	X(CONTENT, "content")                                                                      \
 	X(CLICK_ID_TYPE, "click_id_type")                                                          \
-	X(CLICK_ID, "click_id")
+	X(CLICK_ID, "click_id")                                                                    \
+	X(AFFILIATE_ID, "affiliate_id")
 
 enum session_field {
 #define SESSION_FIELD_ENUM(id, json) SF_##id,

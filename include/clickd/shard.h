@@ -8,6 +8,18 @@
  * timer wheel), without waiting for events. All of that state is the shard's alone: no
  * lock anywhere.
  *
+ * Attribution (attribution.h), one instance per shard: every session is touched into its
+ * visitor's path as it opens, an event with a user ID links its visitor to the user, and a
+ * conversion (e=cv, or an event name in conversion_events) touches its own session again
+ * (so it is on the path), is credited, and becomes one attribution record keyed by the
+ * visitor key (an empty touchpoints array when it has no visitor ID or no touchpoint in the
+ * lookback). Rollups: sessions (as they open), page views and conversions with their
+ * revenue count under their session's touch (an event without a session: its own touch),
+ * attributed revenue under each credited touchpoint's; each minute's rows are written when
+ * it closes (on events and on the tick) and the open minutes at the finish. A user's
+ * devices are linked only when they land on the same shard (visitors are routed by
+ * visitor key).
+ *
  * Sink: the shard writes to `sink` (borrowed). With sink_owned it is the shard's own
  * (a file sink: polled and flushed by the shard thread); otherwise it is shared and
  * thread-safe for writes (Kafka), polled and flushed by the main thread. A sink that
@@ -26,6 +38,7 @@
 #ifndef CLICKD_SHARD_H
 #define CLICKD_SHARD_H
 
+#include "clickd/attribution.h"
 #include "clickd/channel.h"
 #include "clickd/ring.h"
 #include "clickd/session.h"
@@ -53,6 +66,14 @@ struct shard_options {
 	 * handed it over) before it is merged, so no earlier one can still be on its way
 	 * (pipeline.reorder_ms). Not used with one ring. */
 	int64_t reorder_us;
+	/* Attribution paths; lookback_ms 0: attribution_options_default() with max_visitors
+	 * and max_users from session.max_visitors. */
+	struct attribution_options attribution;
+	struct attribution_rollup_options rollups; /* max_keys 0: the defaults */
+	/* Event names that count as conversions besides e=cv (attribution.conversion_events);
+	 * borrowed for shard_new only (copied). */
+	const char *const *conversion_events;
+	size_t conversion_event_count;
 };
 
 struct shard;
@@ -86,10 +107,12 @@ void shard_join(struct shard *sh);
 /* The work itself, for the thread and for tests that drive a shard without one. */
 /* Takes what the rings hold (unless records are held back); returns how many events. */
 size_t shard_drain(struct shard *sh);
-/* Session and dedup expiry at now_ms, retry of held records, stats, owned sink's poll. */
+/* Session, dedup and attribution expiry at now_ms, closed rollup minutes, retry of held
+ * records, stats, owned sink's poll. */
 void shard_tick(struct shard *sh, int64_t now_ms);
-/* Closes every open session as `shutdown` and flushes (the end of the thread). Returns 0,
- * or -ETIMEDOUT when held records could not be written within stop_timeout_ms. */
+/* Closes every open session as `shutdown`, writes the open rollup minutes and flushes (the
+ * end of the thread). Returns 0, or -ETIMEDOUT when held records could not be written
+ * within stop_timeout_ms. */
 int shard_finish(struct shard *sh);
 /* True once every input ring is closed and empty. */
 bool shard_inputs_done(struct shard *sh);

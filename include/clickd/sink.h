@@ -7,6 +7,11 @@
  * which the backend has already counted and logged). flush may block up to its timeout
  * and is for shutdown only. A sink is used from one thread at a time, except where a
  * backend says otherwise (Kafka: write from any number of threads).
+ *
+ * write also gets the receive time of the event a record comes from (received_at_ms, wall
+ * clock; 0 when there is none: touchpoints, dead letters), for the histogram
+ * clickd_event_to_sink_seconds: the file sink observes it when it takes the record, the
+ * Kafka sink when the delivery report says delivered.
  */
 #ifndef CLICKD_SINK_H
 #define CLICKD_SINK_H
@@ -15,9 +20,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum sink_stream { SINK_EVENTS = 0, SINK_TOUCHPOINTS, SINK_DEAD_LETTERS, SINK_STREAM_COUNT };
+enum sink_stream {
+	SINK_EVENTS = 0,
+	SINK_TOUCHPOINTS,
+	SINK_DEAD_LETTERS,
+	SINK_ATTRIBUTION, /* one record per conversion (record_attribution_json) */
+	SINK_ROLLUPS,     /* per-minute aggregates (record_rollup_json) */
+	SINK_STREAM_COUNT
+};
 
-/* "events", "touchpoints", "dead_letters": file name prefixes and metric labels. */
+/* "events", "touchpoints", "dead_letters", "attribution", "rollups": file name prefixes and
+ * metric labels. */
 const char *sink_stream_name(enum sink_stream stream);
 
 struct sink;
@@ -31,7 +44,7 @@ struct sink;
 struct sink_ops {
 	const char *name; /* "file", "kafka": the metric label */
 	int (*write)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
-	             const char *record, size_t record_len);
+	             const char *record, size_t record_len, int64_t received_at_ms);
 	/* Non-blocking periodic work: delivery reports, rotation by age. Returns 0 or < 0. */
 	int (*poll)(struct sink *s, int64_t now_ms);
 	/* Pushes everything out, waiting at most timeout_ms (files: completes, fsyncs and
@@ -48,9 +61,10 @@ struct sink {
 };
 
 static inline int sink_write(struct sink *s, enum sink_stream stream, const char *key,
-                             size_t key_len, const char *record, size_t record_len)
+                             size_t key_len, const char *record, size_t record_len,
+                             int64_t received_at_ms)
 {
-	return s->ops->write(s, stream, key, key_len, record, record_len);
+	return s->ops->write(s, stream, key, key_len, record, record_len, received_at_ms);
 }
 
 /* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-[<tag>-]<seq>.ndjson[.zst] ----
@@ -80,7 +94,7 @@ static inline int sink_write(struct sink *s, enum sink_stream stream, const char
  * until a later file completes. Rotation by age and the periodic push use only the clock
  * given to poll. rotate_bytes 0 / rotate_age_ms 0: no rotation by that measure;
  * zstd_level 0: zstd's default. Records longer than 128 KiB are refused with -EMSGSIZE. */
-#define SINK_FILE_COMPLETIONS_MAX 8
+#define SINK_FILE_COMPLETIONS_MAX 10
 struct sink_file_options {
 	const char *dir;       /* created if missing */
 	bool compress_zstd;    /* sink.file.compress=zstd */
@@ -95,14 +109,44 @@ struct sink_file_options {
 };
 struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_t errlen);
 
-/* ---- Kafka sink (librdkafka) ----
+/* ---- Kafka sink (librdkafka), with an optional disk spool (spool.h) ----
  *
  * Records are counted when librdkafka reports on them (delivered or failed, in poll/flush),
- * or at once when librdkafka refuses one in write. write answers -EAGAIN when librdkafka's
- * queue is full (not a failure), -EINVAL for a stream with no topic configured,
- * -EMSGSIZE / -ENOENT / -EIO for other refusals. flush waits for the delivery reports
- * (-ETIMEDOUT with messages left); free purges what is left, so it is reported as failed.
- * ready() is false after a fatal producer error and while all brokers are down. */
+ * or at once when librdkafka refuses one in write. write answers -EINVAL for a stream with
+ * no topic configured, -EMSGSIZE / -ENOENT / -EIO for other refusals.
+ *
+ * Without a spool: write answers -EAGAIN when librdkafka's queue is full (not a failure);
+ * flush waits for the delivery reports (-ETIMEDOUT with messages left); free purges what
+ * is left, so it is reported as failed. ready() is false after a fatal producer error and
+ * while all brokers are down.
+ *
+ * With a spool, nothing the sink took is dropped while the spool has room:
+ *  - "Spooling" is on while the spool holds records not yet replayed, while all brokers
+ *    are down or the producer had a fatal error, and while librdkafka's queue holds more
+ *    than spool_high_water messages (looked at in poll) or is full. Meanwhile write appends
+ *    to the spool instead of librdkafka, so a key's spooled records are never overtaken by
+ *    newer records of that key.
+ *  - A delivery that fails for a reason that may pass (message.timeout.ms, brokers away,
+ *    purged at stop, fatal producer) goes to the spool from its delivery report; one that
+ *    can never succeed (too large, invalid, not authorised) is counted failed and logged.
+ *  - poll replays the spool, oldest first, while Kafka is back (a broker up, the queue
+ *    below spool_high_water), a bounded amount per call; a delivery report acks the record
+ *    (a segment is deleted once all its records are delivered) or nacks it (read again,
+ *    in order).
+ *  - write answers -EAGAIN ("full") when the spool is full or its disk fails: the caller
+ *    holds the record and answers 503 upstream. ready() is false from then on: when full,
+ *    until Kafka has taken records back and a spool segment was deleted; when the disk
+ *    failed, until the spool takes a record again. Also after a fatal producer error;
+ *    brokers down alone no longer make it false (the spool takes the records).
+ *  - flush (the stop) waits up to timeout_ms for librdkafka, then purges what is left: the
+ *    purged records go to the spool from their reports, and the spool's batch is written
+ *    (and synced as spool.fsync says); replay stops. It answers 0 when every record is in
+ *    Kafka or in the spool, -ETIMEDOUT or -EIO when some are in neither.
+ *  - Records that went through the spool are not observed in clickd_event_to_sink_seconds
+ *    (the spool keeps no receive time).
+ * Threads: write from any thread; poll, flush, ready and free from one thread (the main
+ * loop), which also runs the delivery reports. */
+struct spool;
 struct sink_kafka_property {
 	const char *key;
 	const char *value;
@@ -117,7 +161,14 @@ struct sink_kafka_options {
 	 * sink_kafka_new with "kafka.producer.<key>: <librdkafka's reason>". */
 	const struct sink_kafka_property *producer;
 	size_t producer_count;
+	/* The disk spool, taken: the sink owns and closes it from this call on, also when
+	 * sink_kafka_new fails. NULL: no spool. */
+	struct spool *spool;
+	/* spool.high_water: librdkafka queue length (messages) above which records go to the
+	 * spool, and up to which replay fills the queue. 0: SINK_KAFKA_DEFAULT_HIGH_WATER. */
+	uint64_t spool_high_water;
 };
+#define SINK_KAFKA_DEFAULT_HIGH_WATER 50000
 struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, size_t errlen);
 
 #endif

@@ -52,17 +52,18 @@ static void classify_fixed(const struct channel_lists *l)
 	for (size_t s = 0; s < sizeof(sources) / sizeof(sources[0]); s++)
 		for (size_t m = 0; m < sizeof(media) / sizeof(media[0]); m++)
 			check_channel(channel_classify(l, sources[s], strlen(sources[s]), media[m],
-			                               strlen(media[m]), "shop", 4));
+			                               strlen(media[m]), "shop", 4, NULL, 0));
 }
 
-/* The input's first three lines as source, medium, campaign (absent when missing). */
+/* The input's first four lines as source, medium, campaign, affiliate ID (absent when
+ * missing). */
 static void classify_lines(const struct channel_lists *l, const char *text, size_t len)
 {
-	const char *field[3] = {NULL, NULL, NULL};
-	size_t field_len[3] = {0, 0, 0};
+	const char *field[4] = {NULL, NULL, NULL, NULL};
+	size_t field_len[4] = {0, 0, 0, 0};
 	size_t pos = 0;
 
-	for (int f = 0; f < 3 && pos < len; f++) {
+	for (int f = 0; f < 4 && pos < len; f++) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
 		size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
 
@@ -71,7 +72,7 @@ static void classify_lines(const struct channel_lists *l, const char *text, size
 		pos += n + 1;
 	}
 	check_channel(channel_classify(l, field[0], field_len[0], field[1], field_len[1], field[2],
-	                               field_len[2]));
+	                               field_len[2], field[3], field_len[3]));
 	for (int w = 0; w < CHANNEL_LIST__COUNT; w++)
 		(void)channel_lists_contains(l, (enum channel_list)w, field[0], field_len[0]);
 }

@@ -246,7 +246,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .gpc = true,
 	    .protocol = "native",
 	};
-	const struct beacon_options defaults = {.anonymize_ip = true, .honor_gpc = true};
+	/* Affiliate parameters as attribution.affiliate_params' defaults begin. */
+	static const char *const affiliate_params[] = {"aff", "affiliate_id", "awc", "irclickid"};
+	const struct beacon_options defaults = {.anonymize_ip = true,
+	                                        .honor_gpc = true,
+	                                        .affiliate_params = affiliate_params,
+	                                        .affiliate_param_count = 4};
 	const struct beacon_options tight = {.honor_gpc = true, .max_fields = 4};
 
 	int parse_rc;

@@ -8,6 +8,12 @@
 #                               STATE_DIR/bootstrap (127.0.0.1:PORT)
 #   kafka.sh stop STATE_DIR     stop it and remove STATE_DIR (exit 0 if nothing runs)
 #   kafka.sh status STATE_DIR   exit 0 if the broker runs and answers
+#   kafka.sh halt STATE_DIR     stop it (TERM, as stop) but keep STATE_DIR: its data,
+#                               config and ports, for restart
+#   kafka.sh kill STATE_DIR     kill -9 it (a crash), keeping STATE_DIR
+#   kafka.sh restart STATE_DIR  start the broker of STATE_DIR again, with the same data,
+#                               ports and cluster id (after halt or kill; a running one
+#                               is stopped first); waits until it answers
 #
 # Environment:
 #   CLICKD_CACHE_DIR                 cache root (default $HOME/.cache/clickd)
@@ -40,7 +46,7 @@ die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
 scaled() { awk -v s="$1" -v m="$MULT" 'BEGIN { v = int(s * m + 0.5); if (v < 1) v = 1; print v }'; }
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -300,10 +306,21 @@ start_once() {
         die "kafka-storage format failed"
     fi
 
+    launch "$d" "$port" "$cport" "$t0" "cluster $cid"
+}
+
+# launch D PORT CPORT T0 WHAT: starts the broker of D (configured and formatted) and waits
+# until it answers on PORT. Returns 0 when ready, 3 when it lost a race for its ports;
+# dies otherwise.
+launch() {
+    local d="$1" port="$2" cport="$3" t0="$4" what="$5" pid deadline
+    jvm_common_opts "$d"
+    broker_jvm_opts
+    rm -f "$d/bootstrap"
     # setsid: the broker outlives this script (and ctest's test process) and
     # gets no terminal signals. All std fds go to files so nobody waits on a pipe.
     setsid "$JAVA" "${BROKER_JVM[@]}" "${JVM_COMMON[@]}" kafka.Kafka "$d/server.properties" \
-        </dev/null >"$d/stdout.log" 2>&1 &
+        </dev/null >>"$d/stdout.log" 2>&1 &
     pid=$!
     echo "$pid" >"$d/pid"
 
@@ -322,7 +339,7 @@ start_once() {
         if probe "127.0.0.1:$port"; then
             echo "127.0.0.1:$port" >"$d/bootstrap.tmp"
             mv -f "$d/bootstrap.tmp" "$d/bootstrap"
-            log "broker ready at 127.0.0.1:$port (controller $cport, pid $pid, cluster $cid) after $((SECONDS - t0)) s"
+            log "broker ready at 127.0.0.1:$port (controller $cport, pid $pid, $what) after $((SECONDS - t0)) s"
             return 0
         fi
         if ((SECONDS >= deadline)); then
@@ -356,6 +373,54 @@ do_start() {
     die "could not start the broker"
 }
 
+# The state dir of a broker that was started once: marked as ours, configured, formatted.
+existing_state_dir() {
+    local d
+    d="$(abs_state_dir "${1:-}")"
+    [[ -e "$d/$MARKER" && -f "$d/server.properties" && -d "$d/logs" ]] ||
+        die "$d holds no broker made by kafka.sh start"
+    printf '%s\n' "$d"
+}
+
+do_halt() {
+    local d
+    d="$(existing_state_dir "${1:-}")"
+    stop_broker "$d"
+}
+
+do_kill() {
+    local d pid i
+    d="$(existing_state_dir "${1:-}")"
+    [[ -f "$d/pid" ]] || return 0
+    pid="$(<"$d/pid")"
+    if is_our_broker "$pid" "$d"; then
+        log "killing broker pid $pid (SIGKILL)"
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            is_our_broker "$pid" "$d" || break
+            sleep 0.1
+        done
+        is_our_broker "$pid" "$d" && die "broker pid $pid survived KILL"
+    fi
+    rm -f "$d/pid"
+}
+
+# Same config (ports), same log dir (data, cluster id): no format. After a kill the broker
+# recovers its logs first, which the wait covers.
+do_restart() {
+    local d port cport rc t0=$SECONDS
+    d="$(existing_state_dir "${1:-}")"
+    stop_broker "$d"
+    check_java
+    port="$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$d/server.properties")"
+    cport="$(sed -n 's|^controller.quorum.bootstrap.servers=127.0.0.1:\([0-9]*\)$|\1|p' "$d/server.properties")"
+    [[ -n "$port" && -n "$cport" ]] || die "no ports in $d/server.properties"
+    rc=0
+    launch "$d" "$port" "$cport" "$t0" "restarted" || rc=$?
+    [[ $rc -eq 0 ]] || { tail_logs "$d"; die "could not restart the broker: its ports $port/$cport are taken"; }
+    cat "$d/bootstrap"
+}
+
 do_stop() {
     local d
     d="$(abs_state_dir "${1:-}")"
@@ -380,5 +445,8 @@ case "${1:-}" in
     start)  [[ $# -eq 2 ]] || usage; do_start "$2" ;;
     stop)   [[ $# -eq 2 ]] || usage; do_stop "$2" ;;
     status) [[ $# -eq 2 ]] || usage; do_status "$2" ;;
+    halt)   [[ $# -eq 2 ]] || usage; do_halt "$2" ;;
+    kill)   [[ $# -eq 2 ]] || usage; do_kill "$2" ;;
+    restart) [[ $# -eq 2 ]] || usage; do_restart "$2" ;;
     *)      usage ;;
 esac

@@ -34,7 +34,7 @@ struct check_sink {
 };
 
 static int check_write(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
-                       const char *record, size_t record_len)
+                       const char *record, size_t record_len, int64_t received_at_ms)
 {
 	struct check_sink *c = (struct check_sink *)s;
 	const char *p;

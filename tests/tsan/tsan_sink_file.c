@@ -70,7 +70,7 @@ static void *writer_main(void *arg)
 		int len = make_record(rec, sizeof(rec), w, stream, next[stream]);
 		int rc;
 
-		while ((rc = sink_write(s, stream, NULL, 0, rec, (size_t)len)) == -EAGAIN) {
+		while ((rc = sink_write(s, stream, NULL, 0, rec, (size_t)len, 0)) == -EAGAIN) {
 			atomic_fetch_add(&full_answers, 1);
 			nanosleep(&pause, NULL);
 		}

@@ -16,6 +16,7 @@ struct fake_record {
 	char key[256];
 	size_t key_len;
 	char *text; /* NUL-terminated copy */
+	int64_t received_at_ms;
 };
 
 struct fake_sink {
@@ -26,7 +27,7 @@ struct fake_sink {
 };
 
 static int fake_sink_write(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
-                           const char *record, size_t record_len)
+                           const char *record, size_t record_len, int64_t received_at_ms)
 {
 	struct fake_sink *f = (struct fake_sink *)s;
 	struct fake_record *r;
@@ -42,6 +43,7 @@ static int fake_sink_write(struct sink *s, enum sink_stream stream, const char *
 	r->text = malloc(record_len + 1);
 	memcpy(r->text, record, record_len);
 	r->text[record_len] = '\0';
+	r->received_at_ms = received_at_ms;
 	return 0;
 }
 

@@ -32,7 +32,24 @@
 struct setup {
 	struct beacon_request req;
 	struct beacon_options opt;
+	const char *affiliate_params[32]; /* opt.affiliate_params: into aff_text */
+	char aff_text[512];
 };
+
+/* "a,b,c" (or "default": BEACON_DEFAULT_AFFILIATE_PARAMS) as s's affiliate parameters. */
+static void setup_affiliate_params(struct setup *s, const char *where, const char *list)
+{
+	if (strcmp(list, "default") == 0)
+		list = BEACON_DEFAULT_AFFILIATE_PARAMS;
+	cr_assert_lt(strlen(list), sizeof(s->aff_text), "%s: aff_params too long", where);
+	strcpy(s->aff_text, list);
+	s->opt.affiliate_param_count = 0;
+	for (char *p = strtok(s->aff_text, ","); p != NULL; p = strtok(NULL, ",")) {
+		cr_assert_lt(s->opt.affiliate_param_count, 32, "%s: too many aff_params", where);
+		s->affiliate_params[s->opt.affiliate_param_count++] = p;
+	}
+	s->opt.affiliate_params = s->affiliate_params;
+}
 
 static void setup_defaults(struct setup *s)
 {
@@ -47,6 +64,8 @@ static void setup_defaults(struct setup *s)
 /* Applies "k=v|k|..." to s; the values point into text, which must outlive s. */
 static void setup_parse(struct setup *s, const char *where, char *text)
 {
+	const char *aff_params = NULL;
+
 	setup_defaults(s);
 	if (strcmp(text, "-") == 0 || text[0] == '\0')
 		return;
@@ -81,10 +100,14 @@ static void setup_parse(struct setup *s, const char *where, char *text)
 			s->opt.max_batch = strtoul(v, NULL, 10);
 		} else if (strcmp(item, "max_json_depth") == 0) {
 			s->opt.max_json_depth = strtoul(v, NULL, 10);
+		} else if (strcmp(item, "aff_params") == 0) {
+			aff_params = v; /* after the loop: strtok is not reentrant */
 		} else {
 			cr_assert_fail("%s: unknown setup item %s", where, item);
 		}
 	}
+	if (aff_params)
+		setup_affiliate_params(s, where, aff_params);
 }
 
 /* ------------------------------------------------------------------ checking events */

@@ -31,7 +31,7 @@ static enum channel classify(const struct channel_lists *l, const char *source, 
                              const char *campaign)
 {
 	return channel_classify(l, source, strlen(source), medium, strlen(medium), campaign,
-	                        strlen(campaign));
+	                        strlen(campaign), NULL, 0);
 }
 
 static enum channel channel_by_name(const char *name)
@@ -45,12 +45,14 @@ static enum channel channel_by_name(const char *name)
 /* ------------------------------------------------------------ the channels.tsv table */
 
 /* A case: source, medium and campaign (an empty column is an absent field; escapes as in
- * data_table.h), then the name of the channel they must get, which this returns. */
+ * data_table.h), then the name of the channel they must get, which this returns; an
+ * optional fifth column is the touch's affiliate ID. */
 static enum channel expected_channel(const struct table_row *r)
 {
 	enum channel c;
 
-	cr_assert_eq(r->columns, 4, "channels.tsv:%d: %zu columns, want 4", r->line, r->columns);
+	cr_assert(r->columns == 4 || r->columns == 5, "channels.tsv:%d: %zu columns, want 4 or 5",
+	          r->line, r->columns);
 	c = channel_by_name(r->col[3]);
 	cr_assert_neq(c, CHANNEL__COUNT, "channels.tsv:%d: no channel named '%s'", r->line,
 	              r->col[3]);
@@ -66,14 +68,18 @@ Test(channel, every_case_in_channels_tsv_gets_its_expected_channel)
 	table_open(&t, "channels.tsv");
 	for (struct table_row *r = NULL; (r = table_next(&t, r)) != NULL;) {
 		enum channel want = expected_channel(r);
+		const char *affiliate = r->columns == 5 ? r->col[4] : NULL;
+		size_t affiliate_len = r->columns == 5 ? r->len[4] : 0;
 		enum channel got = channel_classify(l, r->col[0], r->len[0], r->col[1], r->len[1],
-		                                    r->col[2], r->len[2]);
+		                                    r->col[2], r->len[2], affiliate, affiliate_len);
 
 		if (got != want) {
 			failures++;
-			cr_log_error("channels.tsv:%d: '%s' / '%s' / '%s' gave %s, want %s",
-			             r->line, r->col[0], r->col[1], r->col[2], channel_name(got),
-			             channel_name(want));
+			cr_log_error(
+			    "channels.tsv:%d: '%s' / '%s' / '%s' / affiliate '%s' gave %s, "
+			    "want %s",
+			    r->line, r->col[0], r->col[1], r->col[2], affiliate ? affiliate : "",
+			    channel_name(got), channel_name(want));
 		}
 	}
 	cr_expect_eq(failures, 0, "%d of %zu cases failed (see above)", failures, t.rows);
@@ -178,12 +184,17 @@ Test(channel, absent_fields_read_as_not_set_and_may_be_null)
 {
 	struct channel_lists *l = builtin();
 
-	cr_expect_eq(channel_classify(l, "(direct)", 8, NULL, 0, NULL, 0), CHANNEL_DIRECT);
-	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, NULL, 0), CHANNEL_UNASSIGNED);
-	cr_expect_eq(channel_classify(l, NULL, 0, "cpc", 3, NULL, 0), CHANNEL_PAID_OTHER);
-	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, "shop", 4), CHANNEL_ORGANIC_SHOPPING);
+	cr_expect_eq(channel_classify(l, "(direct)", 8, NULL, 0, NULL, 0, NULL, 0), CHANNEL_DIRECT);
+	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, NULL, 0, NULL, 0), CHANNEL_UNASSIGNED);
+	cr_expect_eq(channel_classify(l, NULL, 0, "cpc", 3, NULL, 0, NULL, 0), CHANNEL_PAID_OTHER);
+	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, "shop", 4, NULL, 0),
+	             CHANNEL_ORGANIC_SHOPPING);
+	/* An absent affiliate ID is no affiliate ID, never "(not set)". */
+	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, NULL, 0, "", 0), CHANNEL_UNASSIGNED);
+	cr_expect_eq(channel_classify(l, NULL, 0, NULL, 0, NULL, 0, "a1", 2), CHANNEL_AFFILIATES);
 	/* Lengths are honoured: nothing past them is read. */
-	cr_expect_eq(channel_classify(l, "googleXYZ", 6, "cpcXYZ", 3, "", 0), CHANNEL_PAID_SEARCH);
+	cr_expect_eq(channel_classify(l, "googleXYZ", 6, "cpcXYZ", 3, "", 0, NULL, 0),
+	             CHANNEL_PAID_SEARCH);
 	channel_lists_free(l);
 }
 
@@ -258,7 +269,7 @@ Test(channel, a_source_longer_than_any_entry_never_matches_and_costs_no_allocati
 	cr_expect(channel_lists_contains(l, CHANNEL_LIST_SOCIAL, big, sizeof(big)));
 	big[0] = 'x';
 	cr_expect_not(channel_lists_contains(l, CHANNEL_LIST_SOCIAL, big, sizeof(big)));
-	cr_expect_eq(channel_classify(l, big, sizeof(big), "referral", 8, NULL, 0),
+	cr_expect_eq(channel_classify(l, big, sizeof(big), "referral", 8, NULL, 0, NULL, 0),
 	             CHANNEL_REFERRAL);
 	channel_lists_free(l);
 }

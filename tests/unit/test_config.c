@@ -210,6 +210,33 @@ Test(config, a_bad_cookie_name_is_refused)
 	cr_assert(strstr(err, "http.cookie_name") != NULL, "%s", err);
 }
 
+Test(config, attribution_lists_are_split_and_their_defaults_follow_the_contract)
+{
+	cr_assert_eq(load_sets(NULL, 0), 0, "%s", err);
+	cr_assert_str_eq(cfg.kafka_topic_attribution, "clickd.attribution");
+	cr_assert_str_eq(cfg.kafka_topic_rollups, "clickd.rollups");
+	cr_assert_eq(cfg.attribution_lookback_days, 30);
+	cr_assert_eq(cfg.attribution_max_touchpoints, 32);
+	cr_assert_eq(cfg.attribution_half_life_days, 7);
+	cr_assert_eq(cfg.conversion_event_count, 0);
+	cr_assert_geq(cfg.affiliate_param_count, 10);
+	cr_assert_str_eq(cfg.affiliate_params[0], "aff");
+	config_close(&cfg);
+
+	char *sets[] = {"attribution.conversion_events=purchase, sign_up",
+	                "attribution.affiliate_params=partner,awc"};
+	cr_assert_eq(load_sets(sets, 2), 0, "%s", err);
+	cr_assert_eq(cfg.conversion_event_count, 2);
+	cr_assert_str_eq(cfg.conversion_events[1], "sign_up");
+	cr_assert_eq(cfg.affiliate_param_count, 2);
+	cr_assert_str_eq(cfg.affiliate_params[0], "partner");
+	cr_assert_str_eq(cfg.affiliate_params[1], "awc");
+	config_close(&cfg);
+
+	cr_assert_eq(load_one("attribution.affiliate_params=aff,a=b"), -EINVAL);
+	cr_assert(strstr(err, "attribution.affiliate_params") != NULL, "%s", err);
+}
+
 Test(config, check_config_output_loads_back_to_the_same_config)
 {
 	char *sets[] = {"http.max_url_bytes=2048", "kafka.producer.linger.ms=9"};
@@ -301,4 +328,27 @@ Test(config, a_reload_takes_live_keys_and_keeps_the_rest_as_running)
 	}
 	config_close(&running);
 	config_close(&next);
+}
+
+Test(config, the_spool_is_on_with_kafka_by_default_and_needs_a_directory)
+{
+	char *no_dir[] = {"kafka.brokers=127.0.0.1:9092", "spool.dir="};
+	char *off[] = {"kafka.brokers=127.0.0.1:9092", "spool.dir=", "spool.max_bytes=0"};
+
+	cr_assert_eq(load_sets(NULL, 0), 0, "%s", err);
+	cr_assert_str_eq(cfg.spool_dir, "./spool");
+	cr_assert_eq(cfg.spool_max_bytes, 1073741824);
+	cr_assert_eq(cfg.spool_segment_bytes, 67108864);
+	cr_assert_str_eq(cfg.spool_fsync, "interval");
+	cr_assert_eq(cfg.spool_fsync_interval_ms, 1000);
+	cr_assert_eq(cfg.spool_high_water, 50000);
+	config_close(&cfg);
+	cr_assert_eq(load_sets(no_dir, 2), -EINVAL);
+	cr_assert(strstr(err, "spool.dir") != NULL, "%s", err);
+	cr_assert_eq(load_sets(off, 3), 0, "spool.max_bytes=0 turns the spool off: %s", err);
+	config_close(&cfg);
+	cr_assert_eq(load_one("spool.fsync=always"), -EINVAL);
+	cr_assert(strstr(err, "never|per_frame|interval") != NULL, "%s", err);
+	cr_assert_eq(load_one("spool.segment_bytes=1000"), -EINVAL);
+	cr_assert(strstr(err, "spool.segment_bytes") != NULL, "%s", err);
 }

@@ -31,7 +31,9 @@ static int write_n(struct held *h, int i)
 	int rl = snprintf(rec, sizeof(rec), "{\"n\":%d}", i);
 	int kl = snprintf(key, sizeof(key), "k%d", i);
 
-	return held_write(h, &sink.base, SINK_EVENTS, key, (size_t)kl, rec, (size_t)rl);
+	/* The receive time travels with the record, also while it is held. */
+	return held_write(h, &sink.base, SINK_EVENTS, key, (size_t)kl, rec, (size_t)rl,
+	                  1800000000000LL + i);
 }
 
 Test(held, a_record_goes_straight_to_a_sink_that_takes_it)
@@ -67,6 +69,8 @@ Test(held, refused_records_are_kept_in_order_and_written_later)
 		char want[32];
 		snprintf(want, sizeof(want), "{\"n\":%d}", i);
 		cr_assert_str_eq(sink.records[SINK_EVENTS][i].text, want);
+		cr_assert_eq(sink.records[SINK_EVENTS][i].received_at_ms, 1800000000000LL + i,
+		             "a held record keeps its event's receive time");
 	}
 	held_close(&h);
 }

@@ -306,40 +306,25 @@ Test(metrics, counts_of_ended_threads_stay_in_the_sums)
 
 /* ---- event to sink ---- */
 
-Test(metrics, a_record_taken_at_once_is_observed_for_the_file_sink)
+Test(metrics, an_event_taken_by_a_sink_is_observed_from_its_receive_time)
 {
-	metrics_handoff_begin(wall_clock_ms() - 3000);
-	metrics_handoff_end(true);
-	metrics_handoff_begin(wall_clock_ms());
-	metrics_handoff_end(false); /* held back for a full sink: not observed */
-	metrics_handoff_end(true);  /* nothing in hand any more */
+	metrics_event_to_sink(HIST_EVENT_TO_SINK_FILE, wall_clock_ms() - 3000);
+	metrics_event_to_sink(HIST_EVENT_TO_SINK_FILE, 0);  /* no event: not observed */
+	metrics_event_to_sink(HIST_EVENT_TO_SINK_FILE, -5); /* nor a nonsense time */
 	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_FILE), 1);
 	cr_assert_geq(metrics_histogram_sum_us(HIST_EVENT_TO_SINK_FILE), 3000000);
 	cr_assert_lt(metrics_histogram_sum_us(HIST_EVENT_TO_SINK_FILE), 60000000);
 	metrics_render(buf, sizeof(buf));
 	cr_assert_eq(value_of("clickd_event_to_sink_seconds_bucket{sink=\"file\",le=\"2.5\"}"), 0);
 	cr_assert_eq(value_of("clickd_event_to_sink_seconds_bucket{sink=\"file\",le=\"+Inf\"}"), 1);
+	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA), 0);
 }
 
-Test(metrics, a_claimed_record_is_observed_when_delivered_with_its_tag_kept)
+Test(metrics, a_wall_clock_stepped_back_counts_as_no_delay)
 {
-	void *opaque, *without_time;
-
-	metrics_handoff_begin(wall_clock_ms() - 20);
-	opaque = metrics_handoff_claim(SINK_TOUCHPOINTS);
-	metrics_handoff_end(true); /* claimed: the file histogram does not see it */
-	without_time = metrics_handoff_claim(SINK_DEAD_LETTERS);
-	cr_assert_eq(metrics_handoff_tag(opaque), SINK_TOUCHPOINTS);
-	cr_assert_eq(metrics_handoff_tag(without_time), SINK_DEAD_LETTERS);
-	cr_assert_eq(metrics_handoff_tag(metrics_handoff_claim(SINK_EVENTS)), SINK_EVENTS);
-	metrics_handoff_delivered(HIST_EVENT_TO_SINK_KAFKA, without_time);
-	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA), 0);
-	metrics_handoff_delivered(HIST_EVENT_TO_SINK_KAFKA, opaque);
-	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_FILE), 0);
-	if (sizeof(void *) >= 8) {
-		cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA), 1);
-		cr_assert_geq(metrics_histogram_sum_us(HIST_EVENT_TO_SINK_KAFKA), 20000);
-	}
+	metrics_event_to_sink(HIST_EVENT_TO_SINK_KAFKA, wall_clock_ms() + 60000);
+	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA), 1);
+	cr_assert_eq(metrics_histogram_sum_us(HIST_EVENT_TO_SINK_KAFKA), 0);
 }
 
 Test(metrics, http_answers_of_one_read_share_its_duration)

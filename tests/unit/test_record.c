@@ -1,6 +1,7 @@
 /*
  * test_record.c - the JSON records (record.h): field order, omission of absent values,
- * escaping, UTF-8 handling, times, numbers, dead-letter payload cutting. Every record is
+ * escaping, UTF-8 handling, times, numbers, dead-letter payload cutting, attribution and
+ * rollup records (key order, shares read back summing to 1, worst cases). Every record is
  * also parsed back with yajl (which validates UTF-8) to prove it is valid JSON.
  */
 #include "clickd/event.h"
@@ -21,6 +22,11 @@ static struct event ev;
 static void set(enum event_field f, const char *s)
 {
 	cr_assert_eq(event_set(&ev, f, s, strlen(s)), 0);
+}
+
+static void set_n(enum event_field f, const char *s, size_t n)
+{
+	cr_assert_eq(event_set(&ev, f, s, n), 0);
 }
 
 static void assert_valid_json(const char *json)
@@ -77,7 +83,8 @@ Test(record, writes_every_field_in_contract_order)
 	set(EF_USER_AGENT, "UA");
 	set(EF_IP, "192.0.2.0");
 	set(EF_CURRENCY, "EUR");
-	set(EF_CHANNEL, "Paid Search");
+	set(EF_CHANNEL, "Affiliates");
+	set(EF_AFFILIATE_ID, "aff7");
 	set(EF_CLICK_ID, "abc");
 	set(EF_CLICK_ID_TYPE, "gclid");
 	set(EF_UTM_ID, "u1");
@@ -106,7 +113,8 @@ Test(record, writes_every_field_in_contract_order)
 	    "\"referrer\":\"https://www.google.com/\",\"referrer_host\":\"www.google.com\","
 	    "\"source\":\"google\",\"medium\":\"cpc\",\"campaign\":\"spring\",\"term\":\"t\","
 	    "\"content\":\"c\",\"utm_id\":\"u1\",\"click_id_type\":\"gclid\","
-	    "\"click_id\":\"abc\",\"channel\":\"Paid Search\",\"revenue\":19.99,"
+	    "\"click_id\":\"abc\",\"affiliate_id\":\"aff7\",\"channel\":\"Affiliates\","
+	    "\"revenue\":19.99,"
 	    "\"currency\":\"EUR\",\"ip\":\"192.0.2.0\",\"user_agent\":\"UA\",\"is_bot\":true,"
 	    "\"protocol\":\"native\"}");
 }
@@ -373,4 +381,274 @@ Test(record, times_agree_with_gmtime_from_year_0_to_9999)
 			cr_log_error("%lld: %s, gmtime says %s", s, ours, want);
 	}
 	cr_assert_eq(bad, 0);
+}
+
+/* ---- attribution and rollup records ---- */
+
+static char big[RECORD_ATTRIBUTION_MAX_BYTES];
+static struct attribution_result result;
+
+/* The keys of object v, in order, joined by ",". */
+static void object_keys(yajl_val v, char *out, size_t cap)
+{
+	size_t len = 0;
+
+	cr_assert(YAJL_IS_OBJECT(v));
+	out[0] = '\0';
+	for (size_t i = 0; i < v->u.object.len; i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "",
+		                        v->u.object.keys[i]);
+}
+
+static yajl_val member(yajl_val v, const char *key)
+{
+	const char *path[] = {key, NULL};
+
+	return yajl_tree_get(v, path, yajl_t_any);
+}
+
+/* A conversion of 90 EUR after three sessions: affiliate, email, paid search. */
+static void three_touch_conversion(void)
+{
+	static const struct {
+		const char *session, *visitor, *source, *medium, *campaign, *click, *affiliate;
+		enum channel channel;
+		int64_t started;
+	} tps[3] = {
+	    {"s1", "v1", "(direct)", "(none)", "", "", "awc-9", CHANNEL_AFFILIATES, 1795426000000},
+	    {"s2", "v1", "news", "email", "spring", "", "", CHANNEL_EMAIL, 1795426100000},
+	    {"s3", "v2", "google", "cpc", "", "gclid", "", CHANNEL_PAID_SEARCH, 1795426200000},
+	};
+
+	ev.type = EVENT_CONVERSION;
+	ev.received_at_ms = 1795426286123;
+	ev.has_revenue = true;
+	ev.revenue = 90;
+	set(EF_EVENT_ID, "c1");
+	set(EF_APP_ID, "shop");
+	set(EF_VISITOR_ID, "v2");
+	set(EF_USER_ID, "u1");
+	set(EF_NAME, "purchase");
+	set(EF_CURRENCY, "EUR");
+	memset(&result, 0, sizeof(result));
+	result.converted_at_ms = ev.received_at_ms;
+	result.revenue = 90;
+	result.count = 3;
+	for (int i = 0; i < 3; i++) {
+		struct attribution_credited *c = &result.touchpoints[i];
+
+		strcpy(c->tp.session_id, tps[i].session);
+		strcpy(c->visitor_id, tps[i].visitor);
+		strcpy(c->tp.source, tps[i].source);
+		strcpy(c->tp.medium, tps[i].medium);
+		strcpy(c->tp.campaign, tps[i].campaign);
+		strcpy(c->tp.click_id_type, tps[i].click);
+		strcpy(c->tp.affiliate_id, tps[i].affiliate);
+		c->tp.channel = (uint8_t)tps[i].channel;
+		c->tp.started_at_ms = tps[i].started;
+	}
+	attribution_credit(&result, 7LL * 86400000);
+}
+
+static yajl_val attribution_json(void)
+{
+	char err[256];
+	int n = record_attribution_json(&ev, &result, big, sizeof(big));
+	yajl_val v;
+
+	cr_assert_gt(n, 0);
+	cr_assert_eq(strlen(big), (size_t)n);
+	v = yajl_tree_parse(big, err, sizeof(err));
+	cr_assert_not_null(v, "not valid JSON (%s): %s", err, big);
+	return v;
+}
+
+Test(record, writes_an_attribution_record_in_contract_order)
+{
+	char keys[512];
+	yajl_val v, tps;
+
+	three_touch_conversion();
+	v = attribution_json();
+	object_keys(v, keys, sizeof(keys));
+	cr_assert_str_eq(keys, "conversion_event_id,app_id,visitor_id,user_id,converted_at,name,"
+	                       "revenue,currency,touchpoints");
+	cr_assert_str_eq(YAJL_GET_STRING(member(v, "converted_at")), "2026-11-23T09:31:26.123Z");
+	cr_assert_eq(YAJL_GET_DOUBLE(member(v, "revenue")), 90);
+	tps = member(v, "touchpoints");
+	cr_assert(YAJL_IS_ARRAY(tps));
+	cr_assert_eq(tps->u.array.len, 3);
+	object_keys(tps->u.array.values[0], keys, sizeof(keys));
+	cr_assert_str_eq(keys,
+	                 "session_id,visitor_id,started_at,channel,source,medium,"
+	                 "affiliate_id,credit,revenue",
+	                 "empty strings (campaign, click_id_type) are omitted: %s", keys);
+	object_keys(tps->u.array.values[2], keys, sizeof(keys));
+	cr_assert_str_eq(keys, "session_id,visitor_id,started_at,channel,source,medium,"
+	                       "click_id_type,credit,revenue");
+	cr_assert_str_eq(YAJL_GET_STRING(member(tps->u.array.values[0], "channel")), "Affiliates");
+	cr_assert_str_eq(YAJL_GET_STRING(member(tps->u.array.values[2], "visitor_id")), "v2");
+	object_keys(member(tps->u.array.values[1], "credit"), keys, sizeof(keys));
+	cr_assert_str_eq(keys, "first_touch,last_touch,last_non_direct,linear,time_decay,"
+	                       "position_based");
+	object_keys(member(tps->u.array.values[1], "revenue"), keys, sizeof(keys));
+	cr_assert_str_eq(keys, "first_touch,last_touch,last_non_direct,linear,time_decay,"
+	                       "position_based");
+	yajl_tree_free(v);
+}
+
+Test(record, attribution_shares_read_back_sum_to_one_and_revenue_follows_them)
+{
+	yajl_val v, tps;
+
+	three_touch_conversion();
+	v = attribution_json();
+	tps = member(v, "touchpoints");
+	for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++) {
+		const char *model = attribution_model_name((enum attribution_model)m);
+		double sum = 0, revenue = 0;
+
+		for (size_t i = 0; i < tps->u.array.len; i++) {
+			yajl_val t = tps->u.array.values[i];
+			double share = YAJL_GET_DOUBLE(member(member(t, "credit"), model));
+			double amount = YAJL_GET_DOUBLE(member(member(t, "revenue"), model));
+
+			cr_assert_float_eq(amount, share * 90, 1e-9, "%s touchpoint %zu", model, i);
+			cr_assert_eq(share, result.touchpoints[i].credit[m], "read back exactly");
+			sum += share;
+			revenue += amount;
+		}
+		cr_assert_float_eq(sum, 1.0, 1e-9, "%s", model);
+		cr_assert_float_eq(revenue, 90.0, 1e-9, "%s", model);
+	}
+	/* position_based over three: 0.4 / 0.2 / 0.4, written as such. */
+	cr_assert(strstr(big, "\"position_based\":0.4}") != NULL);
+	cr_assert(strstr(big, "\"position_based\":0.2}") != NULL);
+	yajl_tree_free(v);
+}
+
+Test(record, an_attribution_record_without_revenue_or_path_omits_what_is_absent)
+{
+	three_touch_conversion();
+	ev.has_revenue = false;
+	cr_assert_gt(record_attribution_json(&ev, &result, big, sizeof(big)), 0);
+	cr_assert_null(strstr(big, "revenue"), "%s", big);
+	cr_assert(strstr(big, "\"credit\":{") != NULL);
+	result.count = 0;
+	event_init(&ev);
+	ev.type = EVENT_CONVERSION;
+	ev.received_at_ms = 0;
+	cr_assert_gt(record_attribution_json(&ev, &result, big, sizeof(big)), 0);
+	cr_assert_str_eq(big, "{\"converted_at\":\"2026-11-23T09:31:26.123Z\","
+	                      "\"touchpoints\":[]}");
+	assert_valid_json(big);
+}
+
+Test(record, a_worst_case_attribution_record_fits_the_max_size)
+{
+	static char junk[EVENT_ARENA_BYTES];
+	size_t decoded = EVENT_ARENA_BYTES - EVENT_ARENA_RESERVE;
+	const enum event_field fields[] = {EF_EVENT_ID, EF_APP_ID, EF_VISITOR_ID,
+	                                   EF_USER_ID,  EF_NAME,   EF_CURRENCY};
+	size_t per = decoded / 6;
+	yajl_val v;
+
+	memset(junk, '\x01', sizeof(junk));
+	for (size_t i = 0; i < 6; i++)
+		set_n(fields[i], junk, per);
+	ev.type = EVENT_CONVERSION;
+	ev.has_revenue = true;
+	ev.revenue = -1.2345678901234567e-300;
+	memset(&result, 0, sizeof(result));
+	result.count = ATTRIBUTION_MAX_TOUCHPOINTS;
+	result.converted_at_ms = INT64_MIN;
+	result.revenue = ev.revenue;
+	for (size_t i = 0; i < result.count; i++) {
+		struct attribution_credited *c = &result.touchpoints[i];
+
+		memset(&c->tp, '\x01', sizeof(c->tp));
+		c->tp.session_id[sizeof(c->tp.session_id) - 1] = '\0';
+		c->tp.source[sizeof(c->tp.source) - 1] = '\0';
+		c->tp.medium[sizeof(c->tp.medium) - 1] = '\0';
+		c->tp.campaign[sizeof(c->tp.campaign) - 1] = '\0';
+		c->tp.click_id_type[sizeof(c->tp.click_id_type) - 1] = '\0';
+		c->tp.affiliate_id[sizeof(c->tp.affiliate_id) - 1] = '\0';
+		c->tp.channel = CHANNEL_MOBILE_PUSH; /* the longest name */
+		c->tp.started_at_ms = INT64_MIN;
+		memset(c->visitor_id, '\x01', sizeof(c->visitor_id) - 1);
+		c->visitor_id[sizeof(c->visitor_id) - 1] = '\0';
+		for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++) {
+			c->credit[m] = -1.2345678901234567e-300;
+			c->revenue[m] = -1.2345678901234567e-300;
+		}
+	}
+	v = attribution_json();
+	yajl_tree_free(v);
+}
+
+static const char *rollup_json(const struct attribution_rollup_row *row)
+{
+	static char out[RECORD_ROLLUP_MAX_BYTES];
+	int n = record_rollup_json(row, out, sizeof(out));
+
+	cr_assert_gt(n, 0);
+	cr_assert_eq(strlen(out), (size_t)n);
+	assert_valid_json(out);
+	return out;
+}
+
+Test(record, writes_a_rollup_record_in_contract_order)
+{
+	struct attribution_rollup_row row = {
+	    .minute_ms = 1795426260000,
+	    .channel = CHANNEL_PAID_SEARCH,
+	    .counts = {.sessions = 3,
+	               .page_views = 7,
+	               .conversions = 1,
+	               .revenue = 90,
+	               .attributed_revenue = {0, 90, 90, 30, 33.25, 36}},
+	    .late = 2,
+	};
+
+	strcpy(row.app_id, "shop");
+	strcpy(row.source, "google");
+	strcpy(row.medium, "cpc");
+	cr_assert_str_eq(rollup_json(&row),
+	                 "{\"minute\":\"2026-11-23T09:31:00.000Z\",\"app_id\":\"shop\","
+	                 "\"channel\":\"Paid Search\",\"source\":\"google\",\"medium\":\"cpc\","
+	                 "\"sessions\":3,\"page_views\":7,\"conversions\":1,\"revenue\":90,"
+	                 "\"attributed_revenue\":{\"first_touch\":0,\"last_touch\":90,"
+	                 "\"last_non_direct\":90,\"linear\":30,\"time_decay\":33.25,"
+	                 "\"position_based\":36},\"late\":2}");
+}
+
+Test(record, the_other_rollup_row_is_written_as_other)
+{
+	struct attribution_rollup_row row = {.other = true, .channel = -1};
+
+	strcpy(row.app_id, "(other)");
+	strcpy(row.source, "(other)");
+	strcpy(row.medium, "(other)");
+	strcpy(row.campaign, "(other)");
+	cr_assert(strstr(rollup_json(&row),
+	                 "\"app_id\":\"(other)\",\"channel\":\"(other)\",\"source\":\"(other)\","
+	                 "\"medium\":\"(other)\",\"campaign\":\"(other)\",\"sessions\":0,"
+	                 "\"page_views\":0,\"conversions\":0,\"revenue\":0,") != NULL);
+}
+
+Test(record, a_worst_case_rollup_record_fits_the_max_size)
+{
+	struct attribution_rollup_row row = {.minute_ms = INT64_MIN,
+	                                     .channel = CHANNEL_MOBILE_PUSH};
+
+	memset(row.app_id, '\x01', sizeof(row.app_id) - 1);
+	memset(row.source, '\x01', sizeof(row.source) - 1);
+	memset(row.medium, '\x01', sizeof(row.medium) - 1);
+	memset(row.campaign, '\x01', sizeof(row.campaign) - 1);
+	row.counts.sessions = row.counts.page_views = row.counts.conversions = UINT64_MAX;
+	row.late = UINT64_MAX;
+	row.counts.revenue = -1.2345678901234567e-300;
+	for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++)
+		row.counts.attributed_revenue[m] = -1.2345678901234567e-300;
+	rollup_json(&row);
 }

@@ -21,7 +21,7 @@ struct closed {
 	double revenue;
 	bool has_revenue;
 	char currency[4];
-	char landing[600], exit[600], source[64], user[64], visitor[64];
+	char landing[600], exit[600], source[64], user[64], visitor[64], affiliate[64];
 	int channel;
 };
 
@@ -58,6 +58,7 @@ static void on_close(void *ud, const struct session *s, enum session_end_reason 
 	copy_field(s, SF_SOURCE, c->source, sizeof(c->source));
 	copy_field(s, SF_USER_ID, c->user, sizeof(c->user));
 	copy_field(s, SF_VISITOR_ID, c->visitor, sizeof(c->visitor));
+	copy_field(s, SF_AFFILIATE_ID, c->affiliate, sizeof(c->affiliate));
 }
 
 static struct session_table *table(int64_t timeout_ms, int64_t max_ms, size_t visitors)
@@ -194,6 +195,32 @@ Test(session, campaign_and_click_id_changes_are_touches_too)
 	cr_assert_eq(nclosed, 4);
 	for (size_t i = 0; i < nclosed; i++)
 		cr_assert_eq(closed[i].reason, SESSION_END_NEW_CAMPAIGN);
+	session_table_free(t);
+}
+
+Test(session, an_affiliate_id_is_a_touch_and_a_new_one_starts_a_new_session)
+{
+	struct session_table *t = table(30 * MIN, 24 * 60 * MIN, 100);
+
+	/* A direct landing carrying an affiliate ID (no referrer): a touch all the same. */
+	session_track(t, page("v1", T0, NULL, NULL), 0);
+	page("v1", T0 + MIN, NULL, NULL);
+	put(EF_AFFILIATE_ID, "aff-1");
+	session_track(t, &ev, 0);
+	cr_assert_eq(nclosed, 1);
+	cr_assert_eq(closed[0].reason, SESSION_END_NEW_CAMPAIGN);
+	page("v1", T0 + 2 * MIN, NULL, NULL);
+	put(EF_AFFILIATE_ID, "aff-1");
+	session_track(t, &ev, 0);
+	session_track(t, page("v1", T0 + 3 * MIN, NULL, NULL), 0); /* internal navigation */
+	cr_assert_eq(nclosed, 1, "the same affiliate again, then no touch: one session");
+	page("v1", T0 + 4 * MIN, NULL, NULL);
+	put(EF_AFFILIATE_ID, "aff-2");
+	session_track(t, &ev, 0);
+	cr_assert_eq(nclosed, 2, "another affiliate");
+	cr_assert_str_eq(closed[1].affiliate, "aff-1", "the session keeps its affiliate ID");
+	session_close_all(t, SESSION_END_SHUTDOWN);
+	cr_assert_str_eq(closed[2].affiliate, "aff-2");
 	session_table_free(t);
 }
 

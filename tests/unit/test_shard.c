@@ -2,16 +2,20 @@
  * test_shard.c - a shard driven without its thread: events from its rings become event
  * records with session and channel, duplicates are dropped, sessions become touchpoints
  * (on the tick and at the finish), and a full sink holds records back, in order, while
- * the rings wait.
+ * the rings wait. Attribution: a conversion credited over a user's devices, named
+ * conversions, conversions without a visitor, rollup minutes closed on the tick, at the
+ * finish, and late records.
  */
 #include "clickd/metrics.h"
 #include "clickd/shard.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <yajl/yajl_tree.h>
 
 #include "fake_sink.h"
 
@@ -269,4 +273,219 @@ Test(shard, a_merged_event_waits_until_no_earlier_one_can_be_on_its_way)
 	cr_assert_eq(shard_drain(slow), 1);
 	cr_assert(shard_inputs_done(slow));
 	shard_free(slow);
+}
+
+/* ---- attribution and rollups ---- */
+
+static struct shard *attribution_shard(void)
+{
+	static const char *const conversion_events[] = {"purchase"};
+	char err[256];
+	struct ring *inputs[2] = {&rings[0], &rings[1]};
+	struct shard_options o = {
+	    .inputs = inputs,
+	    .input_count = 2,
+	    .sink = &sink.base,
+	    .sink_owned = true,
+	    .channels = lists,
+	    .dedup_max_entries = 1000,
+	    .dedup_window_ms = 3600000,
+	    .session = {.timeout_ms = 1800000,
+	                .max_duration_ms = 86400000,
+	                .max_visitors = 1000,
+	                .max_url_bytes = 512},
+	    .stop_timeout_ms = 100,
+	    .rollups = {.grace_ms = 1000, .max_keys = 100},
+	    .conversion_events = conversion_events,
+	    .conversion_event_count = 1,
+	};
+	struct shard *s;
+
+	attribution_options_default(&o.attribution);
+	o.attribution.max_visitors = o.attribution.max_users = 1000;
+	s = shard_new(&o, err, sizeof(err));
+	cr_assert_not_null(s, "%s", err);
+	return s;
+}
+
+/* Claims a page view in ring 0 like push; the caller adds fields and publishes. */
+static struct event *claim(const char *eid, const char *vid, int64_t at, const char *source,
+                           const char *medium)
+{
+	struct event *ev = ring_claim(&rings[0]);
+
+	cr_assert_not_null(ev, "ring full");
+	event_init(ev);
+	ev->received_at_ms = at;
+	put(ev, EF_EVENT_ID, eid);
+	put(ev, EF_APP_ID, "shop");
+	if (vid)
+		put(ev, EF_VISITOR_ID, vid);
+	put(ev, EF_SOURCE, source);
+	put(ev, EF_MEDIUM, medium);
+	return ev;
+}
+
+static yajl_val parse(const char *json)
+{
+	char err[256];
+	yajl_val v = yajl_tree_parse(json, err, sizeof(err));
+
+	cr_assert_not_null(v, "not JSON (%s): %s", err, json);
+	return v;
+}
+
+static yajl_val member(yajl_val v, const char *a, const char *b)
+{
+	const char *path[] = {a, b, NULL};
+
+	return yajl_tree_get(v, path, yajl_t_any);
+}
+
+/* The affiliate / email / paid search story of the issue, on one shard. */
+Test(shard, a_conversion_is_credited_over_the_users_devices_and_rolled_up)
+{
+	struct shard *s = attribution_shard();
+	const int64_t start[3] = {T0, T0 + 10000, T0 + 20000};
+	const int64_t converted = T0 + 30000, week = 7 * 86400000LL;
+	const char *channels[3] = {"Affiliates", "Email", "Paid Search"};
+	const double first[3] = {1, 0, 0}, last[3] = {0, 0, 1}, position[3] = {0.4, 0.2, 0.4};
+	double decay[3], decay_sum = 0, revenue = 0, attributed[ATTRIBUTION_MODEL__COUNT] = {0};
+	uint64_t sessions = 0, page_views = 0, conversions = 0;
+	struct event *ev;
+	yajl_val v, tps;
+
+	ev = claim("e1", "v1", start[0], "(direct)", "(none)");
+	put(ev, EF_AFFILIATE_ID, "awc-1");
+	ring_publish(&rings[0]);
+	ev = claim("e2", "v1", start[1], "news", "email"); /* back by email, logged in */
+	put(ev, EF_USER_ID, "u1");
+	ring_publish(&rings[0]);
+	ev = claim("e3", "v2", start[2], "google", "cpc"); /* the second device */
+	put(ev, EF_CLICK_ID_TYPE, "gclid");
+	put(ev, EF_CLICK_ID, "g1");
+	put(ev, EF_USER_ID, "u1");
+	ring_publish(&rings[0]);
+	ev = claim("e4", "v2", converted, "(direct)", "(none)");
+	ev->type = EVENT_CONVERSION;
+	ev->has_revenue = true;
+	ev->revenue = 90;
+	put(ev, EF_USER_ID, "u1");
+	put(ev, EF_CURRENCY, "EUR");
+	ring_publish(&rings[0]);
+	cr_assert_eq(shard_drain(s), 4);
+
+	cr_assert_eq(sink.count[SINK_ATTRIBUTION], 1);
+	cr_assert_str_eq(sink.records[SINK_ATTRIBUTION][0].key, "shop\x1fv2");
+	v = parse(sink.records[SINK_ATTRIBUTION][0].text);
+	cr_assert_str_eq(YAJL_GET_STRING(member(v, "conversion_event_id", NULL)), "e4");
+	cr_assert_str_eq(YAJL_GET_STRING(member(v, "user_id", NULL)), "u1");
+	tps = member(v, "touchpoints", NULL);
+	cr_assert_eq(tps->u.array.len, 3, "%s", sink.records[SINK_ATTRIBUTION][0].text);
+	for (int i = 0; i < 3; i++) {
+		decay[i] = exp2(-(double)(converted - start[i]) / (double)week);
+		decay_sum += decay[i];
+	}
+	for (int i = 0; i < 3; i++) {
+		yajl_val t = tps->u.array.values[i];
+
+		cr_assert_str_eq(YAJL_GET_STRING(member(t, "channel", NULL)), channels[i]);
+		cr_assert_str_eq(YAJL_GET_STRING(member(t, "visitor_id", NULL)),
+		                 i < 2 ? "v1" : "v2");
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "first_touch")), first[i],
+		                   1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "last_touch")), last[i],
+		                   1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "last_non_direct")), last[i],
+		                   1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "linear")), 1.0 / 3, 1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "position_based")),
+		                   position[i], 1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "credit", "time_decay")),
+		                   decay[i] / decay_sum, 1e-12);
+		cr_assert_float_eq(YAJL_GET_DOUBLE(member(t, "revenue", "linear")), 30, 1e-9);
+	}
+	cr_assert_str_eq(YAJL_GET_STRING(member(tps->u.array.values[0], "affiliate_id", NULL)),
+	                 "awc-1");
+	yajl_tree_free(v);
+
+	/* The finish writes the open minute: its rows hold the conversion's revenue, and the
+	 * attributed revenue of every model adds up to it. */
+	cr_assert_eq(shard_finish(s), 0);
+	cr_assert_geq(sink.count[SINK_ROLLUPS], 3);
+	for (size_t r = 0; r < sink.count[SINK_ROLLUPS]; r++) {
+		yajl_val row = parse(sink.records[SINK_ROLLUPS][r].text);
+
+		cr_assert_str_eq(YAJL_GET_STRING(member(row, "minute", NULL)),
+		                 "2027-01-15T08:00:00.000Z");
+		sessions += (uint64_t)YAJL_GET_INTEGER(member(row, "sessions", NULL));
+		page_views += (uint64_t)YAJL_GET_INTEGER(member(row, "page_views", NULL));
+		conversions += (uint64_t)YAJL_GET_INTEGER(member(row, "conversions", NULL));
+		revenue += YAJL_GET_DOUBLE(member(row, "revenue", NULL));
+		for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++)
+			attributed[m] += YAJL_GET_DOUBLE(
+			    member(row, "attributed_revenue",
+			           attribution_model_name((enum attribution_model)m)));
+		yajl_tree_free(row);
+	}
+	cr_assert_eq(sessions, 3);
+	cr_assert_eq(page_views, 3, "the conversion is no page view");
+	cr_assert_eq(conversions, 1);
+	cr_assert_float_eq(revenue, 90, 1e-9);
+	for (int m = 0; m < ATTRIBUTION_MODEL__COUNT; m++)
+		cr_assert_float_eq(attributed[m], 90, 1e-9, "model %d", m);
+	cr_assert_str_eq(sink.records[SINK_ROLLUPS][0].key, "shop\x1f"
+	                                                    "Affiliates\x1f(direct)\x1f(none)\x1f");
+	shard_free(s);
+}
+
+Test(shard, named_conversions_and_conversions_without_a_visitor_get_records_too)
+{
+	struct shard *s = attribution_shard();
+	uint64_t without_path = metrics_get(METRIC_CONVERSIONS_WITHOUT_PATH);
+	struct event *ev;
+
+	ev = claim("e1", "v1", T0, "news", "email");
+	ev->type = EVENT_CUSTOM;
+	put(ev, EF_NAME, "purchase");
+	ring_publish(&rings[0]);
+	ev = claim("e2", "v1", T0 + 1, "(direct)", "(none)");
+	ev->type = EVENT_CUSTOM;
+	put(ev, EF_NAME, "add_to_cart"); /* not a conversion */
+	ring_publish(&rings[0]);
+	ev = claim("e3", NULL, T0 + 2, "(direct)", "(none)");
+	ev->type = EVENT_CONVERSION;
+	ring_publish(&rings[0]);
+	cr_assert_eq(shard_drain(s), 3);
+	cr_assert_eq(sink.count[SINK_ATTRIBUTION], 2);
+	cr_assert(strstr(sink.records[SINK_ATTRIBUTION][0].text, "\"channel\":\"Email\"") != NULL);
+	cr_assert(strstr(sink.records[SINK_ATTRIBUTION][1].text, "\"touchpoints\":[]") != NULL,
+	          "%s", sink.records[SINK_ATTRIBUTION][1].text);
+	cr_assert_eq(metrics_get(METRIC_CONVERSIONS_WITHOUT_PATH), without_path + 1);
+	shard_free(s);
+}
+
+Test(shard, a_closed_minute_is_written_on_the_tick_and_a_late_record_counts_as_late)
+{
+	struct shard *s = attribution_shard(); /* grace 1 s */
+	uint64_t late = metrics_get(METRIC_ROLLUP_LATE);
+
+	push(0, "e1", "v1", T0 + 1000, "news", "email");
+	shard_drain(s);
+	shard_tick(s, T0 + 60000 + 999);
+	cr_assert_eq(sink.count[SINK_ROLLUPS], 0, "within the grace");
+	shard_tick(s, T0 + 60000 + 1000);
+	cr_assert_eq(sink.count[SINK_ROLLUPS], 1);
+	cr_assert(strstr(sink.records[SINK_ROLLUPS][0].text, "\"late\":0}") != NULL);
+	/* Received in the closed minute, handled after it closed. */
+	push(0, "e2", "v2", T0 + 2000, "news", "email");
+	shard_drain(s);
+	cr_assert_eq(shard_finish(s), 0);
+	cr_assert_eq(sink.count[SINK_ROLLUPS], 2);
+	cr_assert(strstr(sink.records[SINK_ROLLUPS][1].text,
+	                 "\"minute\":\"2027-01-15T08:01:00.000Z\"") != NULL,
+	          "%s", sink.records[SINK_ROLLUPS][1].text);
+	cr_assert(strstr(sink.records[SINK_ROLLUPS][1].text, "\"late\":1}") != NULL);
+	cr_assert_eq(metrics_get(METRIC_ROLLUP_LATE), late + 1);
+	shard_free(s);
 }

@@ -167,7 +167,7 @@ static unsigned write_retrying(struct sink *s, enum sink_stream stream, const ch
 	unsigned full = 0;
 	int rc;
 
-	while ((rc = sink_write(s, stream, "k", 1, rec, strlen(rec))) == -EAGAIN) {
+	while ((rc = sink_write(s, stream, "k", 1, rec, strlen(rec), 0)) == -EAGAIN) {
 		full++;
 		nanosleep(&pause, NULL);
 	}
@@ -431,7 +431,7 @@ Test(sink_file, refuses_a_record_larger_than_its_buffer_and_counts_it)
 	char *rec = malloc(big);
 
 	memset(rec, 'x', big);
-	cr_assert_eq(sink_write(s, SINK_EVENTS, NULL, 0, rec, big), -EMSGSIZE);
+	cr_assert_eq(sink_write(s, SINK_EVENTS, NULL, 0, rec, big, 0), -EMSGSIZE);
 	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 1);
 	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), 0);
 	free(rec);
@@ -473,7 +473,7 @@ static int write_some(struct sink *s, int n, bool *taken, int *first_error)
 
 	for (int i = 0; i < n; i++) {
 		make_record(rec, sizeof(rec), i);
-		int rc = sink_write(s, SINK_EVENTS, NULL, 0, rec, strlen(rec));
+		int rc = sink_write(s, SINK_EVENTS, NULL, 0, rec, strlen(rec), 0);
 		taken[i] = rc == 0;
 		count += rc == 0;
 		if (rc && !*first_error)
@@ -636,7 +636,7 @@ static void write_records_now(struct sink *s, enum sink_stream stream, int from,
 
 	for (int i = from; i < to; i++) {
 		make_record(rec, sizeof(rec), i);
-		cr_assert_eq(sink_write(s, stream, "k", 1, rec, strlen(rec)), 0, "record %d", i);
+		cr_assert_eq(sink_write(s, stream, "k", 1, rec, strlen(rec), 0), 0, "record %d", i);
 	}
 }
 
@@ -719,7 +719,7 @@ Test(sink_file, answers_full_while_too_many_files_wait_and_takes_the_record_once
 	s = new_sink_hooked(false, 4096, 60000, gate_hook, &g);
 	for (taken = 0; taken < 100000; taken++) {
 		make_record(rec, sizeof(rec), taken);
-		rc = sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec));
+		rc = sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec), 0);
 		if (rc)
 			break;
 	}
@@ -729,7 +729,7 @@ Test(sink_file, answers_full_while_too_many_files_wait_and_takes_the_record_once
 	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_FILE, SINK_EVENTS), (uint64_t)taken);
 	cr_assert_eq(metrics_sink_failed_get(METRICS_SINK_FILE, SINK_EVENTS), 0,
 	             "full is not a failure");
-	cr_assert_eq(sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec)), -EAGAIN);
+	cr_assert_eq(sink_write(s, SINK_EVENTS, "k", 1, rec, strlen(rec), 0), -EAGAIN);
 	cr_assert(s->ops->ready(s), "a full queue is not a failing disk");
 
 	/* Rotation by age waits for room too: the aged file stays open. */

@@ -100,6 +100,9 @@
 /* One poll's replay at most (see above). */
 #define REPLAY_MAX_RECORDS 20000
 #define REPLAY_MAX_BYTES   (4u << 20)
+/* Room a spool must have at start for clickd to be ready: one frame of records (a spool
+ * with less takes a few records, then refuses: not worth a READY=1). */
+#define SPOOL_START_ROOM_BYTES SPOOL_DEFAULT_BATCH_BYTES
 
 /* The message opaque (see above). */
 #define OPAQUE_STREAM_BITS 3
@@ -854,6 +857,15 @@ struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, siz
 		/* Spooled records of an earlier run are replayed first: new ones queue up. */
 		k->backlog = !spool_empty(k->spool);
 		atomic_init(&k->spooling, k->backlog);
+		/* Segments of an earlier run may fill max_bytes already: then clickd is not ready
+		 * (and the first records are refused) until replay frees a segment, rather than
+		 * ready until the first refusal. */
+		if (!spool_has_room(k->spool, SPOOL_START_ROOM_BYTES)) {
+			atomic_init(&k->spool_full, true);
+			log_warn(
+			    "kafka",
+			    "msg=\"spool full at start: not ready until replay frees a segment\"");
+		}
 	}
 	conf = make_conf(k, opt, err, errlen);
 	if (!conf)

@@ -687,7 +687,7 @@ int spool_append(struct spool *s, enum sink_stream stream, const char *key, size
 	split = s->batch_records > 0 && s->batch_len + entry > s->batch_bytes;
 	need = s->disk_bytes + (split ? frame_bound(s->batch_len) + frame_bound(entry)
 	                              : frame_bound(s->batch_len + entry));
-	if (need > s->max_bytes) {
+	if (need > s->max_bytes) { /* the same test as spool_has_room */
 		s->st.records_refused++;
 		return -ENOSPC;
 	}
@@ -1064,6 +1064,16 @@ int spool_nack(struct spool *s, uint64_t token)
 bool spool_empty(const struct spool *s)
 {
 	return s->nsegs == 0 && s->batch_records == 0;
+}
+
+bool spool_has_room(const struct spool *s, size_t record_len)
+{
+	size_t entry = SPOOL_ENTRY_HEADER_BYTES + record_len;
+	bool split = s->batch_records > 0 && s->batch_len + entry > s->batch_bytes;
+	uint64_t need = s->disk_bytes + (split ? frame_bound(s->batch_len) + frame_bound(entry)
+	                                       : frame_bound(s->batch_len + entry));
+
+	return record_len <= SPOOL_RECORD_MAX_BYTES && need <= s->max_bytes;
 }
 
 void spool_stats(const struct spool *s, struct spool_stats *out)

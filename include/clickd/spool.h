@@ -235,6 +235,11 @@ int spool_nack(struct spool *s, uint64_t token);
 /* True when the spool holds no record at all: none on disk, none in the batch. */
 bool spool_empty(const struct spool *s);
 
+/* True when an append of one record of record_len bytes (no key) would be taken now, by
+ * the same test spool_append makes: what a sink asks at start, when segments found on disk
+ * may already fill max_bytes. */
+bool spool_has_room(const struct spool *s, size_t record_len);
+
 void spool_stats(const struct spool *s, struct spool_stats *out);
 
 #endif

@@ -74,6 +74,17 @@ class Spool(unittest.TestCase):
             self.assertEqual(code, 1, c.log())
             self.assertIn("sink still full at stop", c.log())
 
+        # Restarted on the full spool with Kafka still away: not ready from the start (not
+        # only from the first refusal).
+        again = h.Clickd(c.settings, workdir=c.dir)
+        self.addCleanup(again.cleanup)
+        self.addCleanup(again.stop)
+        again.start()
+        self.assertIn("spool full at start", again.log())
+        self.assertEqual(again.admin("/readyz").status, 503)
+        h.wait_for(lambda: again.metric("clickd_spool_full") == 1, 10, "clickd_spool_full")
+        again.stop()
+
 
 if __name__ == "__main__":
     unittest.main()

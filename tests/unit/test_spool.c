@@ -659,8 +659,11 @@ Test(spool, counts_the_segments_found_at_open_towards_max_bytes)
 	opt.max_bytes = 4096; /* less than what is already there */
 	s = open_spool(&opt);
 	cr_assert_gt(stats_of(s).bytes, opt.max_bytes);
+	cr_assert_not(spool_has_room(s, sizeof(rec)), "no room said before any append");
 	cr_assert_eq(spool_append(s, SINK_EVENTS, NULL, 0, rec, sizeof(rec)), -ENOSPC);
 	expect_range(s, 0, 300, true);
+	cr_assert(spool_has_room(s, sizeof(rec)), "room again once delivered");
+	cr_assert_not(spool_has_room(s, SPOOL_RECORD_MAX_BYTES + 1));
 	cr_assert_eq(spool_append(s, SINK_EVENTS, NULL, 0, rec, sizeof(rec)), 0);
 	spool_close(s);
 }

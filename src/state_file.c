@@ -749,12 +749,12 @@ static int read_header(struct reader *r)
 		fmt_err(r->err, r->errlen, "read: %s", strerror((int)-n));
 		return (int)n;
 	}
-	if ((size_t)n < sizeof(h)) {
-		fmt_err(r->err, r->errlen, "truncated: %zd bytes, no whole header", n);
+	if (n >= 4 && get32(h) != FILE_MAGIC) {
+		fmt_err(r->err, r->errlen, "not a clickd state file (bad magic)");
 		return -EBADMSG;
 	}
-	if (get32(h) != FILE_MAGIC) {
-		fmt_err(r->err, r->errlen, "not a clickd state file (bad magic)");
+	if ((size_t)n < sizeof(h)) {
+		fmt_err(r->err, r->errlen, "truncated: %zd bytes, no whole header", n);
 		return -EBADMSG;
 	}
 	if (get64(h + 24) != XXH3_64bits(h, 24)) {

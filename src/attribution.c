@@ -984,9 +984,9 @@ int attribution_restore_user(struct attribution *a, const struct attribution_sav
 	u = lru_add(&a->users, in->user_hash);
 	y = user_at(a, u);
 	y->last_seen_ms = in->last_seen_ms;
-	y->devices = (uint32_t)(in->devices < a->opt.max_devices_per_user
-	                            ? in->devices
-	                            : a->opt.max_devices_per_user);
+	y->devices =
+	    (uint32_t)(in->devices < a->opt.max_devices_per_user ? in->devices
+	                                                         : a->opt.max_devices_per_user);
 	for (uint32_t k = 0; k < y->devices; k++) {
 		y->device[k].visitor_hash = in->device[k].visitor_hash;
 		y->device[k].linked_ms = in->device[k].linked_ms;

@@ -673,10 +673,9 @@ static void load_state(struct daemon *d)
 	         (unsigned long long)r.sessions_ended[SESSION_END_MAX_DURATION],
 	         (unsigned long long)r.sessions_ended[SESSION_END_EVICTED],
 	         (unsigned long long)r.restored.visitors,
-	         (unsigned long long)r.restored.dedup_entries,
-	         (unsigned long long)r.restored.paths, (unsigned long long)r.restored.touchpoints,
-	         (unsigned long long)r.restored.users, (unsigned long long)r.file_bytes,
-	         (long long)(systemd_monotonic_ms() - t0));
+	         (unsigned long long)r.restored.dedup_entries, (unsigned long long)r.restored.paths,
+	         (unsigned long long)r.restored.touchpoints, (unsigned long long)r.restored.users,
+	         (unsigned long long)r.file_bytes, (long long)(systemd_monotonic_ms() - t0));
 	if (err[0])
 		log_warn("main", "msg=\"state file\" path=%s err=\"%s\"", path, err);
 }
@@ -708,7 +707,8 @@ static void save_state(struct daemon *d)
 		         (unsigned long long)r.file.visitors,
 		         (unsigned long long)r.file.dedup_entries, (unsigned long long)r.file.paths,
 		         (unsigned long long)r.file.touchpoints, (unsigned long long)r.file.users,
-		         (unsigned long long)r.file_bytes, (long long)(systemd_monotonic_ms() - t0));
+		         (unsigned long long)r.file_bytes,
+		         (long long)(systemd_monotonic_ms() - t0));
 		return;
 	}
 	log_error("main",
@@ -1060,7 +1060,8 @@ static int start(struct daemon *d)
 	d->shard_count = config_shards(cfg);
 	if (cfg->session_state_file[0] &&
 	    state_file_check(cfg->session_state_file, err, sizeof(err)) < 0) {
-		log_error("main", "msg=\"cannot use the state file\" key=session.state_file err=\"%s\"",
+		log_error("main",
+		          "msg=\"cannot use the state file\" key=session.state_file err=\"%s\"",
 		          err);
 		return -1; /* exit 1: the disk, not the config */
 	}

@@ -643,12 +643,18 @@ static void restore_strings(const struct session_table *t, struct session *s,
 		enum session_field f;
 		size_t cap; /* 0: max_url_bytes */
 	} append[] = {
-	    {SF_APP_ID, SESSION_ID_FIELD_BYTES},         {SF_VISITOR_ID, SESSION_ID_FIELD_BYTES},
-	    {SF_SOURCE, SESSION_TOUCH_FIELD_BYTES},      {SF_MEDIUM, SESSION_TOUCH_FIELD_BYTES},
-	    {SF_CAMPAIGN, SESSION_TOUCH_FIELD_BYTES},    {SF_CLICK_ID_TYPE, SESSION_TOUCH_FIELD_BYTES},
-	    {SF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES},    {SF_AFFILIATE_ID, SESSION_TOUCH_FIELD_BYTES},
-	    {SF_TERM, SESSION_TOUCH_FIELD_BYTES},        {SF_CONTENT, SESSION_TOUCH_FIELD_BYTES},
-	    {SF_REFERRER_HOST, SESSION_TOUCH_FIELD_BYTES}, {SF_REFERRER, 0},
+	    {SF_APP_ID, SESSION_ID_FIELD_BYTES},
+	    {SF_VISITOR_ID, SESSION_ID_FIELD_BYTES},
+	    {SF_SOURCE, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_MEDIUM, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CAMPAIGN, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CLICK_ID_TYPE, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_AFFILIATE_ID, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_TERM, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CONTENT, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_REFERRER_HOST, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_REFERRER, 0},
 	    {SF_LANDING_URL, 0},
 	};
 	size_t url = t->opt.max_url_bytes;
@@ -664,8 +670,8 @@ static void restore_strings(const struct session_table *t, struct session *s,
 		put_fixed(s, SF_EXIT_URL, exit_url_off(), url, in->str[SF_EXIT_URL],
 		          in->str_len[SF_EXIT_URL]);
 	if (in->str_len[SF_USER_ID])
-		put_fixed(s, SF_USER_ID, user_id_off(t), SESSION_ID_FIELD_BYTES, in->str[SF_USER_ID],
-		          in->str_len[SF_USER_ID]);
+		put_fixed(s, SF_USER_ID, user_id_off(t), SESSION_ID_FIELD_BYTES,
+		          in->str[SF_USER_ID], in->str_len[SF_USER_ID]);
 }
 
 int session_restore(struct session_table *t, const struct session_saved *in, int64_t now_ms)

@@ -43,9 +43,9 @@
 #define RECORD_MAX_BYTES   (64u * 1024)
 #define DEDUP_RUN_MAX      3000
 #define DEDUP_ENTRY_BYTES  18
-#define SESSION_STRING_MAX 8192 /* session.max_url_bytes at most */
+#define SESSION_STRING_MAX 8192                     /* session.max_url_bytes at most */
 #define TIME_MAX_MS        INT64_C(253402300799999) /* 9999-12-31 */
-#define ZSTD_LEVEL         1 /* the stop waits for it: speed first */
+#define ZSTD_LEVEL         1                        /* the stop waits for it: speed first */
 #define TOUCH_STRINGS      6
 
 enum record_type {
@@ -205,8 +205,8 @@ struct writer {
 	unsigned char *frame; /* owned: header + COMPRESSED_MAX */
 	uint64_t frames;
 	uint64_t bytes;
-	size_t rec_start;  /* the record being built: its header */
-	size_t run_count;  /* the open dedup run: its entries so far */
+	size_t rec_start; /* the record being built: its header */
+	size_t run_count; /* the open dedup run: its entries so far */
 	size_t run_count_at;
 	struct state_file_counts counts;
 	int rc; /* the first failure; later writes do nothing */
@@ -264,8 +264,8 @@ static void rec_end(struct writer *w)
 	if (w->rc)
 		return;
 	if (body > RECORD_MAX_BYTES) {
-		fmt_err(w->err, w->errlen, "a %s record of %zu bytes", record_names[w->raw[w->rec_start]],
-		        body);
+		fmt_err(w->err, w->errlen, "a %s record of %zu bytes",
+		        record_names[w->raw[w->rec_start]], body);
 		w->rc = -EOVERFLOW; /* cannot happen: the bounds keep records far smaller */
 	}
 	put32(w->raw + w->rec_start + 1, (uint32_t)body);
@@ -450,8 +450,7 @@ struct source {
 struct source_ops {
 	size_t item_bytes;
 	/* The shard's next item into item with its key; false past the last. */
-	bool (*next)(const struct state_file_shard *sh, uint64_t *cursor, void *item,
-	             int64_t *key);
+	bool (*next)(const struct state_file_shard *sh, uint64_t *cursor, void *item, int64_t *key);
 	void (*put)(struct writer *w, const void *item, size_t shard);
 };
 
@@ -571,8 +570,7 @@ static void put_dedup_item(struct writer *w, const void *item, size_t shard)
 	put_dedup(w, shard, d->fp, d->seen_ms);
 }
 
-static bool next_path(const struct state_file_shard *sh, uint64_t *cursor, void *item,
-                      int64_t *key)
+static bool next_path(const struct state_file_shard *sh, uint64_t *cursor, void *item, int64_t *key)
 {
 	struct attribution_saved_visitor *v = item;
 
@@ -588,8 +586,7 @@ static void put_path_item(struct writer *w, const void *item, size_t shard)
 	put_path(w, item);
 }
 
-static bool next_user(const struct state_file_shard *sh, uint64_t *cursor, void *item,
-                      int64_t *key)
+static bool next_user(const struct state_file_shard *sh, uint64_t *cursor, void *item, int64_t *key)
 {
 	struct attribution_saved_user *u = item;
 
@@ -613,8 +610,8 @@ static int write_body(struct writer *w, const struct state_file_shard *shards, s
 	                                       put_visitor_item};
 	static const struct source_ops dedup = {sizeof(struct dedup_item), next_dedup,
 	                                        put_dedup_item};
-	static const struct source_ops paths = {sizeof(struct attribution_saved_visitor),
-	                                        next_path, put_path_item};
+	static const struct source_ops paths = {sizeof(struct attribution_saved_visitor), next_path,
+	                                        put_path_item};
 	static const struct source_ops users = {sizeof(struct attribution_saved_user), next_user,
 	                                        put_user_item};
 
@@ -1201,7 +1198,7 @@ static int load_pass(struct loader *L)
 }
 
 static void sum_ended(const struct state_file_shard *shards, size_t count,
-                         uint64_t ended[SESSION_END__COUNT])
+                      uint64_t ended[SESSION_END__COUNT])
 {
 	memset(ended, 0, sizeof(uint64_t) * SESSION_END__COUNT);
 	for (size_t s = 0; s < count; s++) {
@@ -1313,7 +1310,8 @@ int state_file_load(const char *path, const struct state_file_shard *shards, siz
 	close(L.r.fd);
 	L.r.fd = -1;
 	if (unlink(path) != 0 || sync_dir(path) != 0)
-		fmt_err(err, errlen, "restored, but could not remove the file: %s", strerror(errno));
+		fmt_err(err, errlen, "restored, but could not remove the file: %s",
+		        strerror(errno));
 	goto out;
 fail:
 	if (L.r.fd >= 0) {

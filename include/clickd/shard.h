@@ -115,8 +115,8 @@ size_t shard_drain(struct shard *sh);
  * records, stats, owned sink's poll. */
 void shard_tick(struct shard *sh, int64_t now_ms);
 /* Closes every open session as `shutdown` (unless keep_sessions_at_stop), writes the open
- * rollup minutes and flushes (the end of the thread). Returns 0, or -ETIMEDOUT when held records could not be written
- * within stop_timeout_ms. */
+ * rollup minutes and flushes (the end of the thread). Returns 0, or -ETIMEDOUT when held records
+ * could not be written within stop_timeout_ms. */
 int shard_finish(struct shard *sh);
 /* True once every input ring is closed and empty. */
 bool shard_inputs_done(struct shard *sh);

@@ -24,8 +24,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define MIN 60000LL
-#define T0  1800000000000LL /* 2027-01-15 */
+#define MIN        60000LL
+#define T0         1800000000000LL /* 2027-01-15 */
 #define MAX_SHARDS 8
 #define MAX_CLOSED 4096
 
@@ -240,8 +240,7 @@ static const struct session *track(struct world *w, const struct beacon *b)
 	return s;
 }
 
-static const struct session *page(struct world *w, const char *vid, const char *eid,
-                                  int64_t at)
+static const struct session *page(struct world *w, const char *vid, const char *eid, int64_t at)
 {
 	struct beacon b = {.vid = vid, .eid = eid, .at = at};
 	return track(w, &b);
@@ -314,8 +313,7 @@ static void save(struct world *w, int64_t now, struct state_file_report *r)
 	             err);
 }
 
-static int load(struct world *w, int64_t now, struct state_file_report *r, char *err,
-                size_t errlen)
+static int load(struct world *w, int64_t now, struct state_file_report *r, char *err, size_t errlen)
 {
 	current = w;
 	return state_file_load(path, w->shards, w->count, now, r, err, errlen);
@@ -426,7 +424,8 @@ Test(state_file, a_resumed_session_goes_on_with_its_id_and_counters)
 
 	b = world_new(3);
 	cr_assert_eq(load(b, T0 + 10 * MIN, &r, err, sizeof(err)), 0, "%s", err);
-	cr_assert_null(page(b, "alice", "a2", T0 + 11 * MIN), "a retry across the restart is a duplicate");
+	cr_assert_null(page(b, "alice", "a2", T0 + 11 * MIN),
+	               "a retry across the restart is a duplicate");
 	s = page(b, "alice", "a3", T0 + 12 * MIN);
 	cr_assert_str_eq(s->id, id);
 	cr_assert_eq(s->index, 1);
@@ -519,7 +518,8 @@ Test(state_file, sessions_that_ran_out_during_the_downtime_end_at_load_with_thei
 	char err[256] = "";
 	const struct closed *c;
 	const struct session *s;
-	char idle_id[SESSION_ID_CHARS + 1], long_id[SESSION_ID_CHARS + 1], live_id[SESSION_ID_CHARS + 1];
+	char idle_id[SESSION_ID_CHARS + 1], long_id[SESSION_ID_CHARS + 1],
+	    live_id[SESSION_ID_CHARS + 1];
 
 	/* idle: last event at T0, its 30 minutes pass at T0 + 30. */
 	memcpy(idle_id, page(a, "idle", "i1", T0)->id, sizeof(idle_id));
@@ -627,14 +627,23 @@ Test(state_file, attribution_paths_and_user_links_come_back)
 	cr_assert_not_null(res);
 	two_devices(3, 2, phone, laptop);
 	/* The phone: two sessions (a campaign, then direct a day later), logged in. */
-	x = (struct beacon){.vid = phone, .eid = "p1", .uid = "carol", .at = T0, .source = "news",
-	                    .medium = "email", .campaign = "spring"};
+	x = (struct beacon){.vid = phone,
+	                    .eid = "p1",
+	                    .uid = "carol",
+	                    .at = T0,
+	                    .source = "news",
+	                    .medium = "email",
+	                    .campaign = "spring"};
 	track(a, &x);
 	x = (struct beacon){.vid = phone, .eid = "p2", .uid = "carol", .at = T0 + 24 * 60 * MIN};
 	track(a, &x);
 	/* The laptop: one session, logged in as the same user. */
-	x = (struct beacon){.vid = laptop, .eid = "l1", .uid = "carol", .at = T0 + 25 * 60 * MIN,
-	                    .source = "google", .medium = "cpc"};
+	x = (struct beacon){.vid = laptop,
+	                    .eid = "l1",
+	                    .uid = "carol",
+	                    .at = T0 + 25 * 60 * MIN,
+	                    .source = "google",
+	                    .medium = "cpc"};
 	track(a, &x);
 	save(a, T0 + 26 * 60 * MIN, &r);
 	cr_assert_eq(r.file.paths, 2);
@@ -652,9 +661,8 @@ Test(state_file, attribution_paths_and_user_links_come_back)
 	ids.user_hash = attribution_user_hash("shop", 4, "carol", 5);
 	ids.visitor_id = laptop;
 	ids.visitor_id_len = strlen(laptop);
-	cr_assert_eq(attribution_convert(b->shards[0].attribution, &ids, T0 + 28 * 60 * MIN, 100,
-	                                 res),
-	             0);
+	cr_assert_eq(
+	    attribution_convert(b->shards[0].attribution, &ids, T0 + 28 * 60 * MIN, 100, res), 0);
 	cr_assert_eq(res->count, 3);
 	cr_assert_eq(res->devices, 2);
 	cr_assert_str_eq(res->touchpoints[0].tp.source, "news");

@@ -27,7 +27,7 @@
 #define MIN        60000LL
 #define T0         1800000000000LL /* 2027-01-15 */
 #define MAX_SHARDS 8
-#define MAX_CLOSED 4096
+#define MAX_CLOSED 128
 
 /* ---- a session as it closed ---- */
 
@@ -42,7 +42,7 @@ struct closed {
 	double revenue;
 	char currency[4];
 	int channel;
-	char str[SF__COUNT][600];
+	char str[SF__COUNT][520]; /* max_url_bytes 512 */
 };
 
 struct world {
@@ -726,7 +726,13 @@ Test(state_file, a_smaller_table_keeps_the_most_recently_seen_visitors)
 
 static void check_refused(const char *what, int expect_rc)
 {
-	struct world *b = world_new(2);
+	struct session_options o = {
+	    .timeout_ms = 30 * MIN,
+	    .max_duration_ms = 24 * 60 * MIN,
+	    .max_visitors = 64,
+	    .max_url_bytes = 512,
+	};
+	struct world *b = world_new_with(2, &o, 64, 64); /* small: it runs for every cut */
 	struct state_file_report r;
 	char err[256] = "", bad[160];
 	int rc = load(b, T0 + 3 * MIN, &r, err, sizeof(err));

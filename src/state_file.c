@@ -205,6 +205,7 @@ struct writer {
 	unsigned char *frame; /* owned: header + COMPRESSED_MAX */
 	uint64_t frames;
 	uint64_t bytes;
+	uint64_t payload_bytes;
 	size_t rec_start; /* the record being built: its header */
 	size_t run_count; /* the open dedup run: its entries so far */
 	size_t run_count_at;
@@ -240,6 +241,7 @@ static int frame_flush(struct writer *w)
 	}
 	w->frames++;
 	w->bytes += FRAME_HEADER_BYTES + c;
+	w->payload_bytes += w->raw_len;
 	w->raw_len = 0;
 	w->raw_records = 0;
 	return 0;
@@ -704,6 +706,7 @@ out:
 	report->shards = (uint32_t)count;
 	report->saved_at_ms = now_ms;
 	report->file_bytes = w.bytes;
+	report->payload_bytes = w.payload_bytes;
 	report->file = w.counts;
 	return rc;
 }
@@ -719,6 +722,7 @@ struct reader {
 	uint32_t records_left;
 	uint64_t frames;
 	uint64_t bytes;
+	uint64_t payload_bytes;
 	uint32_t shards;
 	int64_t saved_at_ms;
 	char *err;
@@ -816,6 +820,7 @@ static int read_frame(struct reader *r)
 	r->records_left = records;
 	r->frames++;
 	r->bytes += sizeof(h) + clen;
+	r->payload_bytes += ulen;
 	return 1;
 }
 
@@ -1155,6 +1160,7 @@ static int load_pass(struct loader *L)
 		return rc;
 	}
 	L->r.frames = 0;
+	L->r.payload_bytes = 0;
 	L->r.records_left = 0;
 	L->r.raw_len = L->r.raw_pos = 0;
 	memset(&L->read, 0, sizeof(L->read));
@@ -1299,6 +1305,7 @@ int state_file_load(const char *path, const struct state_file_shard *shards, siz
 		goto fail;
 	report->file = L.read;
 	report->file_bytes = L.r.bytes;
+	report->payload_bytes = L.r.payload_bytes;
 	report->shards = L.r.shards;
 	report->saved_at_ms = L.r.saved_at_ms;
 	L.apply = true;

@@ -98,6 +98,7 @@ struct state_file_report {
 	uint32_t shards;     /* the writer's shard count */
 	int64_t saved_at_ms; /* when the file was written */
 	uint64_t file_bytes;
+	uint64_t payload_bytes;        /* the records before zstd */
 	struct state_file_counts file; /* save: written; load: read */
 	/* Load only. Restored: what went back into the tables (the rest had passed its
 	 * window or lookback, or was over a bound). */

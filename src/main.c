@@ -656,8 +656,8 @@ static void load_state(struct daemon *d)
 	}
 	if (rc < 0) {
 		log_error("main",
-		          "msg=\"state file not used (moved aside to .bad); starting with no open "
-		          "sessions\" path=%s err=\"%s\"",
+		          "msg=\"state file not used; starting with no open sessions\" path=%s "
+		          "err=\"%s\"",
 		          path, err);
 		return;
 	}

@@ -1261,6 +1261,8 @@ static void move_aside(const char *path, char *err, size_t errlen)
 		return;
 	}
 	sync_dir(path);
+	if (err && used < errlen)
+		snprintf(err + used, errlen - used, "; moved to %s", bad_path);
 }
 
 int state_file_load(const char *path, const struct state_file_shard *shards, size_t count,

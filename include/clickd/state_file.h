@@ -125,9 +125,10 @@ int state_file_save(const char *path, const struct state_file_shard *shards, siz
  * removes the file (and a `<path>.tmp` left by a crash during a save).
  * Returns 0 when restored; -ENOENT when there is no file (nothing happens); else a
  * negative errno with the reason in err: the file is corrupt, truncated, of another version
- * or unreadable, nothing was restored, and it was renamed to `<path>.bad` (when the rename
- * fails too, err says so as well). A read error between the check and the restore (the
- * disk) leaves what was restored so far, each item whole.
+ * or unreadable, nothing was restored, and it was renamed to `<path>.bad` (err ends with
+ * where it went, or why it could not be moved); -ENOMEM leaves it in place. A read error between
+ * the check and the restore (the disk) keeps what was restored so far, each item whole, and moves
+ * the file aside too (it is never restored twice).
  */
 int state_file_load(const char *path, const struct state_file_shard *shards, size_t count,
                     int64_t now_ms, struct state_file_report *report, char *err, size_t errlen);

@@ -183,9 +183,9 @@ class StateFile(unittest.TestCase):
         with open(self.state, "wb") as f:
             f.write(content)
         c = self.run_clickd()
-        fields = self.log_fields(c, "state file not used (moved aside to .bad); starting with "
-                                    "no open sessions")
+        fields = self.log_fields(c, "state file not used; starting with no open sessions")
         self.assertIn(reason, fields["err"])
+        self.assertIn("moved to %s.bad" % self.state, fields["err"])
         self.assertFalse(os.path.exists(self.state))
         with open(self.state + ".bad", "rb") as f:
             self.assertEqual(f.read(), content, "moved aside as it was")

@@ -856,6 +856,145 @@ void attribution_get_stats(const struct attribution *a, struct attribution_stats
 	    a->chunk_count * (CHUNK_SLOTS * sizeof(struct tp_slot) + sizeof(*a->chunks));
 }
 
+/* ---- saving and restoring ---- */
+
+/* The LRU entry after *cursor (0: the least recently seen), advancing it; NONE past the end. */
+static uint32_t lru_walk(const struct lru *l, uint64_t *cursor)
+{
+	uint32_t i;
+
+	if (*cursor == UINT64_MAX)
+		return NONE;
+	i = *cursor == 0 ? l->head : (uint32_t)(*cursor - 1);
+	if (i == NONE) {
+		*cursor = UINT64_MAX;
+		return NONE;
+	}
+	*cursor = lru_at(l, i)->next == NONE ? UINT64_MAX : (uint64_t)lru_at(l, i)->next + 1;
+	return i;
+}
+
+bool attribution_saved_visitor_next(const struct attribution *a, uint64_t *cursor,
+                                    struct attribution_saved_visitor *out)
+{
+	uint32_t v = lru_walk(&a->visitors, cursor);
+	const struct visitor *x;
+
+	if (v == NONE)
+		return false;
+	x = visitor_at(a, v);
+	out->visitor_hash = x->link.key_hash;
+	out->user_hash = x->user_hash;
+	out->last_seen_ms = x->last_seen_ms;
+	out->visitor_id_len = x->visitor_id_len;
+	memcpy(out->visitor_id, x->visitor_id, x->visitor_id_len);
+	out->visitor_id[x->visitor_id_len] = '\0';
+	out->count = 0;
+	for (uint32_t i = x->first; i != NONE && out->count < ATTRIBUTION_MAX_TOUCHPOINTS;
+	     i = slot_at(a, i)->next)
+		out->touchpoints[out->count++] = slot_at(a, i)->tp;
+	return true;
+}
+
+bool attribution_saved_user_next(const struct attribution *a, uint64_t *cursor,
+                                 struct attribution_saved_user *out)
+{
+	uint32_t u = lru_walk(&a->users, cursor);
+	const struct user *y;
+
+	if (u == NONE)
+		return false;
+	y = user_at(a, u);
+	out->user_hash = y->link.key_hash;
+	out->last_seen_ms = y->last_seen_ms;
+	out->devices = y->devices;
+	for (uint32_t k = 0; k < y->devices; k++) {
+		out->device[k].visitor_hash = y->device[k].visitor_hash;
+		out->device[k].linked_ms = y->device[k].linked_ms;
+	}
+	return true;
+}
+
+int attribution_restore_visitor(struct attribution *a, const struct attribution_saved_visitor *in,
+                                int64_t now_ms)
+{
+	int64_t cut = now_ms - a->opt.lookback_ms;
+	size_t from = in->count > a->opt.max_touchpoints ? in->count - a->opt.max_touchpoints : 0;
+	struct visitor *x;
+	uint32_t v;
+
+	if (in->count > ATTRIBUTION_MAX_TOUCHPOINTS ||
+	    in->visitor_id_len >= ATTRIBUTION_VISITOR_ID_BYTES)
+		return -EINVAL;
+	if (in->last_seen_ms < cut)
+		return -ERANGE;
+	if (lru_find(&a->visitors, in->visitor_hash) != NONE)
+		return -EEXIST;
+	if (a->visitors.count == a->visitors.max) {
+		visitor_forget(a, a->visitors.head);
+		a->stats.visitors_evicted++;
+	}
+	v = lru_add(&a->visitors, in->visitor_hash);
+	x = visitor_at(a, v);
+	x->first = x->last = NONE;
+	x->user_hash = in->user_hash;
+	x->last_seen_ms = in->last_seen_ms;
+	memcpy(x->visitor_id, in->visitor_id, in->visitor_id_len);
+	x->visitor_id_len = (uint8_t)in->visitor_id_len;
+	a->stats.visitors++;
+	for (size_t k = from; k < in->count; k++) {
+		struct tp_slot *s;
+		uint32_t i;
+
+		if (in->touchpoints[k].started_at_ms < cut)
+			continue;
+		i = slot_for(a, v);
+		if (i == NONE)
+			return -ENOMEM;
+		s = slot_at(a, i);
+		s->tp = in->touchpoints[k];
+		s->tp.session_id[sizeof(s->tp.session_id) - 1] = '\0';
+		s->tp.source[sizeof(s->tp.source) - 1] = '\0';
+		s->tp.medium[sizeof(s->tp.medium) - 1] = '\0';
+		s->tp.campaign[sizeof(s->tp.campaign) - 1] = '\0';
+		s->tp.click_id_type[sizeof(s->tp.click_id_type) - 1] = '\0';
+		s->tp.affiliate_id[sizeof(s->tp.affiliate_id) - 1] = '\0';
+		path_insert(a, x, i);
+	}
+	return 0;
+}
+
+int attribution_restore_user(struct attribution *a, const struct attribution_saved_user *in,
+                             int64_t now_ms)
+{
+	struct user *y;
+	uint32_t u;
+
+	if (in->user_hash == 0 || in->devices > ATTRIBUTION_MAX_DEVICES)
+		return -EINVAL;
+	if (in->last_seen_ms < now_ms - a->opt.lookback_ms)
+		return -ERANGE;
+	if (lru_find(&a->users, in->user_hash) != NONE)
+		return -EEXIST;
+	if (a->users.count == a->users.max) {
+		lru_remove(&a->users, a->users.head);
+		a->stats.users--;
+		a->stats.users_evicted++;
+	}
+	u = lru_add(&a->users, in->user_hash);
+	y = user_at(a, u);
+	y->last_seen_ms = in->last_seen_ms;
+	y->devices =
+	    (uint32_t)(in->devices < a->opt.max_devices_per_user ? in->devices
+	                                                         : a->opt.max_devices_per_user);
+	for (uint32_t k = 0; k < y->devices; k++) {
+		y->device[k].visitor_hash = in->device[k].visitor_hash;
+		y->device[k].linked_ms = in->device[k].linked_ms;
+	}
+	a->stats.users++;
+	return 0;
+}
+
 /* ---- the models ----
  *
  * Each fills share[0..n) for touchpoints in time order. Shares are computed as exact

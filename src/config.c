@@ -200,6 +200,19 @@ static const struct option options[] = {
     {"session.max_url_bytes", INT(session_max_url_bytes), "512", 64, 8192, NULL, false,
      "The landing URL, exit URL and referrer a session keeps are cut to this many bytes "
      "(at a UTF-8 character boundary)."},
+    {"session.state_file", STR(session_state_file), "", 0, 0, NULL, false,
+     "A file where a clean stop (TERM/INT) saves the open sessions instead of closing them "
+     "as shutdown, with what they need to go on at the next start as if clickd had not "
+     "stopped: same session_id and counters, each visitor's session_index, the dedup window "
+     "and the attribution paths and user links (zstd, checksummed, written atomically; about "
+     "as large as the open state). At start it is restored before ingest begins, whatever "
+     "pipeline.shards is now, then removed; sessions whose timeout or max duration passed "
+     "meanwhile end at once as inactivity or max_duration. A corrupt or unreadable file is "
+     "logged, renamed to <file>.bad, and clickd starts empty. After kill -9 or a crash there "
+     "is no file: the open sessions of that run are lost as sessions (no touchpoint), never "
+     "as events. Its directory must exist and be writable (checked at start). Relative paths "
+     "start at the working directory (/var/lib/clickd under systemd). Empty: open sessions "
+     "close as shutdown at stop."},
 
     {"channel.sources_dir", STR(channel_sources_dir), "", 0, 0, NULL, true,
      "A directory with search.txt, social.txt, video.txt and shopping.txt replacing the "

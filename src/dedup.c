@@ -156,6 +156,44 @@ bool dedup_seen(struct dedup *d, uint64_t fp, int64_t now_ms)
 	return false;
 }
 
+bool dedup_saved_next(const struct dedup *d, uint64_t *cursor, uint64_t *fp, int64_t *seen_ms)
+{
+	const struct fifo_entry *e;
+
+	if (*cursor >= d->count)
+		return false;
+	e = &d->fifo[(d->fifo_head + *cursor) % d->max_entries];
+	*fp = e->fp;
+	*seen_ms = e->seen_ms;
+	(*cursor)++;
+	return true;
+}
+
+bool dedup_restore(struct dedup *d, uint64_t fp, int64_t seen_ms, int64_t now_ms)
+{
+	size_t tail;
+
+	if (fp == 0)
+		fp = 1;
+	if (now_ms - seen_ms >= d->window_ms)
+		return false;
+	if (seen_ms < d->last_ms)
+		seen_ms = d->last_ms;
+	if (table_contains(d, fp))
+		return false;
+	d->last_ms = seen_ms;
+	if (d->count == d->max_entries) {
+		drop_oldest(d);
+		d->stats.evicted++;
+	}
+	tail = (d->fifo_head + d->count) % d->max_entries;
+	d->fifo[tail].fp = fp;
+	d->fifo[tail].seen_ms = seen_ms;
+	d->count++;
+	table_insert(d, fp);
+	return true;
+}
+
 void dedup_get_stats(const struct dedup *d, int64_t now_ms, struct dedup_stats *out)
 {
 	*out = d->stats;

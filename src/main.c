@@ -26,7 +26,10 @@
  * (shutdown.drain_timeout_ms), takes the datagrams the kernel holds, closes its rings and
  * flushes its own sink; each shard, once all its rings are closed and empty, closes its
  * sessions (shutdown) and flushes; then the main thread joins everyone, flushes Kafka
- * (kafka.flush_timeout_ms) and exits 0, or 1 when records could not be flushed.
+ * (kafka.flush_timeout_ms) and exits 0, or 1 when records could not be flushed. With
+ * session.state_file the shards keep their sessions open, and the main thread, once it has
+ * joined them, saves their state (state_file.h; on failure they close as shutdown after
+ * all); at start it restores that file last in start-up, before any thread runs.
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage.
  */
 #include "clickd/admin.h"
@@ -41,6 +44,7 @@
 #include "clickd/shard.h"
 #include "clickd/sink.h"
 #include "clickd/spool.h"
+#include "clickd/state_file.h"
 #include "clickd/systemd.h"
 
 #include <errno.h>
@@ -592,6 +596,7 @@ static int shards_init(struct daemon *d)
 		                .max_keys = (size_t)cfg->rollups_max_keys_per_minute},
 		    .conversion_events = conversion_events,
 		    .conversion_event_count = cfg->conversion_event_count,
+		    .keep_sessions_at_stop = cfg->session_state_file[0] != '\0',
 		};
 		for (size_t i = 0; i < d->ingest_count; i++)
 			inputs[i] = &d->rings[i * d->shard_count + s];
@@ -609,6 +614,110 @@ static int shards_init(struct daemon *d)
 		}
 	}
 	return 0;
+}
+
+/* ---- the state file (session.state_file, state_file.h) ---- */
+
+/* The shards' tables, for the state file (owned by the caller); NULL when out of memory. */
+static struct state_file_shard *state_tables(struct daemon *d)
+{
+	struct state_file_shard *t = calloc(d->shard_count, sizeof(*t));
+
+	for (size_t s = 0; t && s < d->shard_count; s++) {
+		struct shard_state st;
+		shard_get_state(d->shards[s], &st);
+		t[s].sessions = st.sessions;
+		t[s].dedup = st.dedup;
+		t[s].attribution = st.attribution;
+	}
+	return t;
+}
+
+/* At start, before any thread runs: the open state a clean stop saved. Never fails the
+ * start: a bad file is moved aside and clickd starts empty. */
+static void load_state(struct daemon *d)
+{
+	const char *path = d->cfg.session_state_file;
+	struct state_file_shard *tables = state_tables(d);
+	struct state_file_report r;
+	int64_t t0 = systemd_monotonic_ms();
+	char err[512] = "";
+	int rc;
+
+	if (!tables) {
+		log_error("main", "msg=\"out of memory: state file not restored\" path=%s", path);
+		return;
+	}
+	rc = state_file_load(path, tables, d->shard_count, wall_clock_ms(), &r, err, sizeof(err));
+	free(tables);
+	if (rc == -ENOENT) {
+		log_info("main", "msg=\"no state file: no sessions to resume\" path=%s", path);
+		return;
+	}
+	if (rc < 0) {
+		log_error("main",
+		          "msg=\"state file not used; starting with no open sessions\" path=%s "
+		          "err=\"%s\"",
+		          path, err);
+		return;
+	}
+	metrics_add(METRIC_SESSIONS_RESTORED, r.restored.sessions);
+	log_info("main",
+	         "msg=\"state restored\" path=%s saved_shards=%u shards=%zu sessions=%llu "
+	         "resumed=%llu ended_inactivity=%llu ended_max_duration=%llu evicted=%llu "
+	         "visitors=%llu dedup_entries=%llu paths=%llu touchpoints=%llu users=%llu "
+	         "bytes=%llu ms=%lld",
+	         path, r.shards, d->shard_count, (unsigned long long)r.file.sessions,
+	         (unsigned long long)r.sessions_resumed,
+	         (unsigned long long)r.sessions_ended[SESSION_END_INACTIVITY],
+	         (unsigned long long)r.sessions_ended[SESSION_END_MAX_DURATION],
+	         (unsigned long long)r.sessions_ended[SESSION_END_EVICTED],
+	         (unsigned long long)r.restored.visitors,
+	         (unsigned long long)r.restored.dedup_entries, (unsigned long long)r.restored.paths,
+	         (unsigned long long)r.restored.touchpoints, (unsigned long long)r.restored.users,
+	         (unsigned long long)r.file_bytes, (long long)(systemd_monotonic_ms() - t0));
+	if (err[0])
+		log_warn("main", "msg=\"state file\" path=%s err=\"%s\"", path, err);
+}
+
+/* At stop, every shard joined: saves their open state; when that fails the sessions close
+ * as shutdown after all (and are written), as without a state file. */
+static void save_state(struct daemon *d)
+{
+	const char *path = d->cfg.session_state_file;
+	struct state_file_shard *tables;
+	struct state_file_report r;
+	int64_t t0 = systemd_monotonic_ms();
+	char err[512] = "out of memory";
+	int rc = -ENOMEM;
+
+	if (!path[0])
+		return;
+	tables = state_tables(d);
+	if (tables)
+		rc = state_file_save(path, tables, d->shard_count, wall_clock_ms(), &r, err,
+		                     sizeof(err));
+	free(tables);
+	if (rc == 0) {
+		log_info("main",
+		         "msg=\"state saved\" path=%s shards=%zu sessions=%llu visitors=%llu "
+		         "dedup_entries=%llu paths=%llu touchpoints=%llu users=%llu bytes=%llu "
+		         "ms=%lld",
+		         path, d->shard_count, (unsigned long long)r.file.sessions,
+		         (unsigned long long)r.file.visitors,
+		         (unsigned long long)r.file.dedup_entries, (unsigned long long)r.file.paths,
+		         (unsigned long long)r.file.touchpoints, (unsigned long long)r.file.users,
+		         (unsigned long long)r.file_bytes,
+		         (long long)(systemd_monotonic_ms() - t0));
+		return;
+	}
+	log_error("main",
+	          "msg=\"cannot save the state; closing the open sessions as shutdown\" path=%s "
+	          "err=\"%s\"",
+	          path, err);
+	for (size_t s = 0; s < d->shard_count; s++)
+		if (shard_close_sessions(d->shards[s]) < 0)
+			d->exit_code = 1;
 }
 
 /* ---- systemd: readiness, status, watchdog (systemd.h) ---- */
@@ -731,6 +840,7 @@ static void finish_stop(struct daemon *d)
 			pthread_join(d->ingest[i].thread, NULL);
 	for (size_t s = 0; s < d->shard_count; s++)
 		shard_join(d->shards[s]);
+	save_state(d); /* before Kafka's flush: a failed save writes touchpoints */
 	uv_timer_stop(&d->poll_timer);
 	uv_close((uv_handle_t *)&d->poll_timer, on_handle_closed);
 	if (d->kafka) {
@@ -948,6 +1058,13 @@ static int start(struct daemon *d)
 
 	d->ingest_count = config_ingest_threads(cfg);
 	d->shard_count = config_shards(cfg);
+	if (cfg->session_state_file[0] &&
+	    state_file_check(cfg->session_state_file, err, sizeof(err)) < 0) {
+		log_error("main",
+		          "msg=\"cannot use the state file\" key=session.state_file err=\"%s\"",
+		          err);
+		return -1; /* exit 1: the disk, not the config */
+	}
 	metrics_gauge_set(GAUGE_DEDUP_COVERED, cfg->dedup_window_s); /* until the shards tick */
 	d->channels = channel_lists_new(cfg->channel_sources_dir, err, sizeof(err));
 	if (!d->channels) {
@@ -992,6 +1109,9 @@ static int start(struct daemon *d)
 		for (size_t s = 0; s < d->shard_count; s++)
 			d->ready_sinks[k++] = d->shard_sinks[s];
 	}
+	/* Last: a start that failed before this point leaves the state file in place. */
+	if (cfg->session_state_file[0])
+		load_state(d);
 	return 0;
 }
 

@@ -72,9 +72,14 @@ void pipeline_free(struct pipeline *pl)
 	free(pl);
 }
 
+size_t pipeline_shard_of_hash(uint64_t visitor_hash, size_t shard_count)
+{
+	return shard_count <= 1 ? 0 : (size_t)(visitor_hash % shard_count);
+}
+
 size_t pipeline_shard_of(const struct event *ev, size_t shard_count)
 {
-	return shard_count <= 1 ? 0 : (size_t)(event_visitor_hash(ev) % shard_count);
+	return pipeline_shard_of_hash(event_visitor_hash(ev), shard_count);
 }
 
 static int64_t monotonic_us(void)

@@ -21,6 +21,7 @@
  */
 #include "clickd/session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,6 +576,142 @@ void session_close_all(struct session_table *t, enum session_end_reason reason)
 void session_get_stats(const struct session_table *t, struct session_stats *out)
 {
 	*out = t->stats;
+}
+
+/* ---- saving and restoring ---- */
+
+bool session_saved_next(const struct session_table *t, uint64_t *cursor, struct session_saved *out)
+{
+	uint32_t v, next;
+	const struct session *s;
+
+	if (*cursor == UINT64_MAX)
+		return false;
+	v = *cursor == 0 ? t->lru_head : (uint32_t)(*cursor - 1);
+	if (v == NONE) {
+		*cursor = UINT64_MAX;
+		return false;
+	}
+	next = t->visitors[v].lru_next;
+	*cursor = next == NONE ? UINT64_MAX : (uint64_t)next + 1;
+	memset(out, 0, sizeof(*out));
+	out->visitor_hash = t->visitors[v].key_hash;
+	out->sessions = t->visitors[v].sessions;
+	if (t->visitors[v].session == NONE)
+		return true;
+	s = slot_at(t, t->visitors[v].session);
+	out->has_session = true;
+	memcpy(out->id, s->id, sizeof(out->id));
+	out->index = s->index;
+	out->started_at_ms = s->started_at_ms;
+	out->last_seen_ms = s->last_seen_ms;
+	out->events = s->events;
+	out->page_views = s->page_views;
+	out->conversions = s->conversions;
+	out->has_revenue = s->has_revenue;
+	out->revenue = s->revenue;
+	memcpy(out->currency, s->currency, sizeof(out->currency));
+	out->channel = s->channel;
+	for (int f = 0; f < SF__COUNT; f++)
+		out->str[f] = session_get(s, (enum session_field)f, &out->str_len[f]);
+	return true;
+}
+
+static bool saved_id_ok(const char *id)
+{
+	for (int k = 0; k < SESSION_ID_CHARS; k++)
+		if (!((id[k] >= '0' && id[k] <= '9') || (id[k] >= 'a' && id[k] <= 'f')))
+			return false;
+	return id[SESSION_ID_CHARS] == '\0';
+}
+
+static bool saved_ok(const struct session_saved *in)
+{
+	if (!in->has_session)
+		return true;
+	return in->index >= 1 && in->index <= in->sessions && in->events >= 1 &&
+	       in->last_seen_ms >= in->started_at_ms && saved_id_ok(in->id) &&
+	       in->currency[sizeof(in->currency) - 1] == '\0';
+}
+
+/* The saved strings into a fresh slot, in open_session's order and with its bounds, so the
+ * arena is laid out as if the session had opened in this table. */
+static void restore_strings(const struct session_table *t, struct session *s,
+                            const struct session_saved *in)
+{
+	static const struct {
+		enum session_field f;
+		size_t cap; /* 0: max_url_bytes */
+	} append[] = {
+	    {SF_APP_ID, SESSION_ID_FIELD_BYTES},
+	    {SF_VISITOR_ID, SESSION_ID_FIELD_BYTES},
+	    {SF_SOURCE, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_MEDIUM, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CAMPAIGN, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CLICK_ID_TYPE, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CLICK_ID, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_AFFILIATE_ID, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_TERM, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_CONTENT, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_REFERRER_HOST, SESSION_TOUCH_FIELD_BYTES},
+	    {SF_REFERRER, 0},
+	    {SF_LANDING_URL, 0},
+	};
+	size_t url = t->opt.max_url_bytes;
+
+	s->arena_used = (uint16_t)append_start(t);
+	for (size_t k = 0; k < sizeof(append) / sizeof(append[0]); k++) {
+		enum session_field f = append[k].f;
+		if (in->str_len[f])
+			put_append(t, s, f, append[k].cap ? append[k].cap : url, in->str[f],
+			           in->str_len[f]);
+	}
+	if (in->str_len[SF_EXIT_URL])
+		put_fixed(s, SF_EXIT_URL, exit_url_off(), url, in->str[SF_EXIT_URL],
+		          in->str_len[SF_EXIT_URL]);
+	if (in->str_len[SF_USER_ID])
+		put_fixed(s, SF_USER_ID, user_id_off(t), SESSION_ID_FIELD_BYTES,
+		          in->str[SF_USER_ID], in->str_len[SF_USER_ID]);
+}
+
+int session_restore(struct session_table *t, const struct session_saved *in, int64_t now_ms)
+{
+	enum session_end_reason why;
+	struct session *s;
+	uint32_t v, i;
+
+	if (!saved_ok(in))
+		return -EINVAL;
+	if (index_find(t, in->visitor_hash) != NONE)
+		return -EEXIST;
+	wheel_start(t, now_ms);
+	v = visitor_get(t, in->visitor_hash);
+	t->visitors[v].sessions = in->sessions;
+	if (!in->has_session)
+		return 0;
+	i = slot_alloc(t);
+	if (i == NONE)
+		return -ENOMEM;
+	s = slot_at(t, i);
+	memset(s, 0, sizeof(*s));
+	s->visitor = v;
+	memcpy(s->id, in->id, sizeof(s->id));
+	s->index = in->index;
+	s->started_at_ms = in->started_at_ms;
+	s->last_seen_ms = in->last_seen_ms;
+	s->events = in->events;
+	s->page_views = in->page_views;
+	s->conversions = in->conversions;
+	s->has_revenue = in->has_revenue;
+	s->revenue = in->revenue;
+	memcpy(s->currency, in->currency, sizeof(s->currency));
+	s->channel = in->channel;
+	restore_strings(t, s, in);
+	t->visitors[v].session = i;
+	t->stats.open++;
+	t->stats.restored++;
+	wheel_insert(t, i, deadline_of(t, s, &why));
+	return 0;
 }
 
 struct session_table *session_table_new(const struct session_options *opt,

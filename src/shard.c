@@ -536,7 +536,8 @@ int shard_finish(struct shard *sh)
 	int64_t deadline = wall_clock_ms() + sh->opt.stop_timeout_ms;
 	int rc = 0;
 
-	session_close_all(sh->sessions, SESSION_END_SHUTDOWN);
+	if (!sh->opt.keep_sessions_at_stop)
+		session_close_all(sh->sessions, SESSION_END_SHUTDOWN);
 	attribution_rollup_flush(sh->rollups);
 	while (sh->held.count > 0 && !held_retry(&sh->held, sh->opt.sink)) {
 		struct timespec pause = {0, HELD_RETRY_MS * 1000000L};
@@ -554,6 +555,19 @@ int shard_finish(struct shard *sh)
 		rc = -EIO;
 	publish_stats(sh);
 	return rc;
+}
+
+void shard_get_state(struct shard *sh, struct shard_state *out)
+{
+	out->sessions = sh->sessions;
+	out->dedup = sh->dedup;
+	out->attribution = sh->attribution;
+}
+
+int shard_close_sessions(struct shard *sh)
+{
+	sh->opt.keep_sessions_at_stop = false;
+	return shard_finish(sh);
 }
 
 /* ---- the thread ---- */

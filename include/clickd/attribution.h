@@ -232,6 +232,56 @@ void attribution_expire(struct attribution *a, int64_t now_ms);
 
 void attribution_get_stats(const struct attribution *a, struct attribution_stats *out);
 
+/* ---- saving and restoring (session.state_file, see state_file.h) ----
+ *
+ * Paths and identity links survive a clean restart: every remembered visitor (its key hash,
+ * visitor ID, user link, last seen time and path) and every user (last seen time and
+ * devices with their link times). Walks go least recently seen first, and restoring in that
+ * order rebuilds the same LRU order. Stats counters are not saved.
+ */
+struct attribution_saved_visitor {
+	uint64_t visitor_hash;
+	uint64_t user_hash; /* 0: not linked */
+	int64_t last_seen_ms;
+	size_t visitor_id_len;
+	char visitor_id[ATTRIBUTION_VISITOR_ID_BYTES]; /* NUL-terminated */
+	size_t count;
+	struct attribution_touchpoint touchpoints[ATTRIBUTION_MAX_TOUCHPOINTS]; /* oldest first */
+};
+
+struct attribution_saved_user {
+	uint64_t user_hash;
+	int64_t last_seen_ms;
+	size_t devices;
+	struct attribution_saved_device {
+		uint64_t visitor_hash;
+		int64_t linked_ms;
+	} device[ATTRIBUTION_MAX_DEVICES]; /* most recently linked first */
+};
+
+/* Walks the visitors (users), least recently seen first: *cursor is 0 to begin; each call
+ * fills *out and returns true, or returns false past the last. The instance must not change
+ * during the walk. */
+bool attribution_saved_visitor_next(const struct attribution *a, uint64_t *cursor,
+                                    struct attribution_saved_visitor *out);
+bool attribution_saved_user_next(const struct attribution *a, uint64_t *cursor,
+                                 struct attribution_saved_user *out);
+
+/*
+ * Remembers a saved visitor (user) as the most recently seen, making room as a touch would
+ * (least recently seen out; touchpoint slots past max_stored_touchpoints). Touchpoints older
+ * than now_ms - lookback are left out, and of the rest the max_touchpoints most recent
+ * kept; a user keeps its max_devices_per_user most recently linked devices.
+ * Returns 0; -ERANGE when last seen before now_ms - lookback (forgotten, as
+ * attribution_expire would); -EEXIST when already known (nothing changes); -EINVAL for
+ * counts past the bounds or user hash 0; -ENOMEM when a touchpoint slot could not be
+ * allocated (the visitor stays with what fitted).
+ */
+int attribution_restore_visitor(struct attribution *a, const struct attribution_saved_visitor *v,
+                                int64_t now_ms);
+int attribution_restore_user(struct attribution *a, const struct attribution_saved_user *u,
+                             int64_t now_ms);
+
 /* ---- rollups ----
  *
  * Per-minute aggregates per (app, channel, source, medium, campaign). A record counted at

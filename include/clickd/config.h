@@ -90,6 +90,7 @@ struct config {
 	int64_t session_max_duration_s;
 	int64_t session_max_visitors;
 	int64_t session_max_url_bytes;
+	char session_state_file[CONFIG_STR_MAX]; /* empty: sessions close as shutdown at stop */
 	char channel_sources_dir[CONFIG_STR_MAX];
 
 	int64_t attribution_lookback_days;

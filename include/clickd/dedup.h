@@ -52,6 +52,19 @@ void dedup_expire(struct dedup *d, int64_t now_ms);
 /* now_ms: for covered_ms. */
 void dedup_get_stats(const struct dedup *d, int64_t now_ms, struct dedup_stats *out);
 
+/* ---- saving and restoring (session.state_file, see state_file.h) ---- */
+
+/* Walks the remembered fingerprints, oldest first: *cursor is 0 to begin; each call gives
+ * one (fp and the time it was first seen) and returns true, or returns false past the
+ * last. The table must not change during the walk. */
+bool dedup_saved_next(const struct dedup *d, uint64_t *cursor, uint64_t *fp, int64_t *seen_ms);
+
+/* Remembers fp as first seen at seen_ms, as dedup_seen would have (restore oldest first;
+ * a time earlier than the last one restored counts as that one), evicting the oldest when
+ * full. Nothing happens when fp is there already or when the window has passed by now_ms.
+ * Counts no duplicate. Returns true when fp was remembered. */
+bool dedup_restore(struct dedup *d, uint64_t fp, int64_t seen_ms, int64_t now_ms);
+
 /* The event's fingerprint: XXH3-64 of app_id, 0x1F, event_id; without an event_id, of the
  * normalised payload (type, client time, revenue and every decoded string field but the
  * ones the pipeline adds later: session_id and channel). Never 0. */

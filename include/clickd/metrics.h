@@ -55,6 +55,8 @@
 	  "Fingerprints forgotten before dedup.window_s passed because dedup.max_entries was "     \
 	  "reached: a duplicate arriving later than that is not caught.")                          \
 	X(SESSIONS_STARTED, "clickd_sessions_started_total", "Sessions opened.")                   \
+	X(SESSIONS_RESTORED, "clickd_sessions_restored_total",                                     \
+	  "Open sessions restored from session.state_file at start.")                              \
 	X(EVENTS_WITHOUT_SESSION, "clickd_events_without_session_total",                           \
 	  "Events written without a session: no visitor ID (GPC/DNT without vid, UDP without "     \
 	  "vid).")                                                                                 \

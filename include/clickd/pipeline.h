@@ -43,6 +43,8 @@ void pipeline_free(struct pipeline *pl);
 
 /* The shard an event belongs to: XXH3-64 of its visitor key, modulo shard_count. */
 size_t pipeline_shard_of(const struct event *ev, size_t shard_count);
+/* The same from the visitor key's hash (event_visitor_hash): where saved state goes. */
+size_t pipeline_shard_of_hash(uint64_t visitor_hash, size_t shard_count);
 
 /* Copies one event into a claimed slot of its shard's ring, not yet visible to the shard.
  * Returns 0, or -EAGAIN when the ring is full (then abort the batch). The event is

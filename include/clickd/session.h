@@ -123,9 +123,10 @@ size_t session_slot_bytes(size_t max_url_bytes);
 typedef void (*session_close_fn)(void *ud, const struct session *s, enum session_end_reason reason);
 
 struct session_stats {
-	size_t open;      /* sessions open now */
-	size_t visitors;  /* visitors remembered now */
-	uint64_t started; /* sessions opened */
+	size_t open;       /* sessions open now */
+	size_t visitors;   /* visitors remembered now */
+	uint64_t started;  /* sessions opened */
+	uint64_t restored; /* sessions open again from a saved state (session_restore) */
 	uint64_t ended[SESSION_END__COUNT];
 	uint64_t no_visitor;             /* events without a visitor ID: no session */
 	uint64_t revenue_other_currency; /* conversions not summed: another currency */
@@ -157,5 +158,53 @@ void session_tick(struct session_table *t, int64_t now_ms);
 void session_close_all(struct session_table *t, enum session_end_reason reason);
 
 void session_get_stats(const struct session_table *t, struct session_stats *out);
+
+/* ---- saving and restoring (session.state_file, see state_file.h) ----
+ *
+ * What a resumed session needs to go on exactly as if clickd had not stopped: the visitor's
+ * key hash and session count (so the next session gets the next session_index), and its
+ * open session whole: ID, start, last event, counters, revenue, channel and strings. The
+ * wheel and slot links are not kept: they are rebuilt.
+ */
+struct session_saved {
+	uint64_t visitor_hash; /* event_visitor_hash(): the visitor key's hash */
+	uint32_t sessions;     /* sessions so far; the next one gets index sessions + 1 */
+	bool has_session;
+	/* The open session, when has_session (as struct session has them). */
+	char id[SESSION_ID_CHARS + 1];
+	uint32_t index;
+	int64_t started_at_ms;
+	int64_t last_seen_ms;
+	uint32_t events;
+	uint32_t page_views;
+	uint32_t conversions;
+	bool has_revenue;
+	double revenue;
+	char currency[4];
+	int channel;
+	const char *str[SF__COUNT]; /* borrowed; NULL with length 0 when absent */
+	size_t str_len[SF__COUNT];
+};
+
+/* Walks the remembered visitors, least recently seen first. *cursor is 0 to begin; each
+ * call fills *out (strings borrowed from the table until it changes) and returns true, or
+ * returns false past the last. The table must not change during the walk. */
+bool session_saved_next(const struct session_table *t, uint64_t *cursor, struct session_saved *out);
+
+/*
+ * Remembers a saved visitor as the most recently seen (so restore least recently seen
+ * first), with its open session if it has one: same ID, index, times, counters and
+ * strings (cut to this table's bounds). A full table makes room as session_track does (the
+ * least recently seen goes, its session ends as evicted). The session goes on the wheel at
+ * its deadline under this table's timeouts; one already past (the timeout or max duration
+ * passed while clickd was down) ends at the next session_tick (call session_tick(t, now_ms)
+ * after restoring) with end_reason inactivity or max_duration and its own last event as its
+ * end, as it would have without the stop. Call before any session_track.
+ * Returns 0; -EEXIST when the visitor is known already (nothing changes); -EINVAL when
+ * the saved fields do not hold together (index 0 or above sessions, no event, last event
+ * before the start, an ID that is not 32 lowercase hex digits); -ENOMEM when no session
+ * slot could be allocated (the visitor is remembered, without the session).
+ */
+int session_restore(struct session_table *t, const struct session_saved *saved, int64_t now_ms);
 
 #endif

@@ -33,7 +33,9 @@
  *
  * Stop: once every input ring is closed by its producer and empty, the shard closes its
  * open sessions (end_reason shutdown), writes what it holds, flushes an owned sink, and
- * its thread ends (calling `done`).
+ * its thread ends (calling `done`). With keep_sessions_at_stop (session.state_file) the
+ * sessions stay open instead: the daemon saves them after shard_join (state_file.h) and,
+ * should that fail, closes them with shard_close_sessions.
  */
 #ifndef CLICKD_SHARD_H
 #define CLICKD_SHARD_H
@@ -74,6 +76,8 @@ struct shard_options {
 	 * borrowed for shard_new only (copied). */
 	const char *const *conversion_events;
 	size_t conversion_event_count;
+	/* At stop, leave the open sessions open (they are saved: session.state_file). */
+	bool keep_sessions_at_stop;
 };
 
 struct shard;
@@ -110,11 +114,28 @@ size_t shard_drain(struct shard *sh);
 /* Session, dedup and attribution expiry at now_ms, closed rollup minutes, retry of held
  * records, stats, owned sink's poll. */
 void shard_tick(struct shard *sh, int64_t now_ms);
-/* Closes every open session as `shutdown`, writes the open rollup minutes and flushes (the
- * end of the thread). Returns 0, or -ETIMEDOUT when held records could not be written
- * within stop_timeout_ms. */
+/* Closes every open session as `shutdown` (unless keep_sessions_at_stop), writes the open
+ * rollup minutes and flushes (the end of the thread). Returns 0, or -ETIMEDOUT when held records
+ * could not be written within stop_timeout_ms. */
 int shard_finish(struct shard *sh);
 /* True once every input ring is closed and empty. */
 bool shard_inputs_done(struct shard *sh);
+
+struct dedup;
+
+/* The state a shard owns, for saving it at stop and restoring it at start
+ * (state_file.h): only while its thread does not run (before shard_start, after
+ * shard_join). Borrowed. */
+struct shard_state {
+	struct session_table *sessions;
+	struct dedup *dedup;
+	struct attribution *attribution;
+};
+void shard_get_state(struct shard *sh, struct shard_state *out);
+
+/* After shard_join with keep_sessions_at_stop, when the sessions could not be saved: closes
+ * them as `shutdown` after all and flushes, as shard_finish does (from the joining thread).
+ * Returns what shard_finish returns. */
+int shard_close_sessions(struct shard *sh);
 
 #endif

@@ -156,6 +156,47 @@ Test(shard, finish_closes_open_sessions_as_shutdown)
 		                 "\"end_reason\":\"shutdown\"") != NULL);
 }
 
+Test(shard, with_keep_sessions_at_stop_finish_leaves_them_open_for_the_state_file)
+{
+	char err[256];
+	struct ring *inputs[2] = {&rings[0], &rings[1]};
+	struct shard_options o = {
+	    .inputs = inputs,
+	    .input_count = 2,
+	    .sink = &sink.base,
+	    .sink_owned = true,
+	    .channels = lists,
+	    .dedup_max_entries = 1000,
+	    .dedup_window_ms = 3600000,
+	    .session = {.timeout_ms = 1800000,
+	                .max_duration_ms = 86400000,
+	                .max_visitors = 1000,
+	                .max_url_bytes = 512},
+	    .stop_timeout_ms = 100,
+	    .keep_sessions_at_stop = true,
+	};
+	struct shard_state st;
+	struct session_stats ss;
+
+	shard_free(sh);
+	sh = shard_new(&o, err, sizeof(err));
+	cr_assert_not_null(sh, "%s", err);
+	push(0, "e1", "v1", T0, "(direct)", "(none)");
+	push(1, "e2", "v2", T0, "(direct)", "(none)");
+	shard_drain(sh);
+	cr_assert_eq(shard_finish(sh), 0);
+	cr_assert_eq(sink.count[SINK_TOUCHPOINTS], 0, "no session cut at the stop");
+	shard_get_state(sh, &st);
+	session_get_stats(st.sessions, &ss);
+	cr_assert_eq(ss.open, 2, "still open, for the state file");
+	/* The save failed: they close as shutdown after all. */
+	cr_assert_eq(shard_close_sessions(sh), 0);
+	cr_assert_eq(sink.count[SINK_TOUCHPOINTS], 2);
+	for (size_t i = 0; i < 2; i++)
+		cr_assert(strstr(sink.records[SINK_TOUCHPOINTS][i].text,
+		                 "\"end_reason\":\"shutdown\"") != NULL);
+}
+
 Test(shard, a_full_sink_holds_records_in_order_and_stops_the_rings)
 {
 	push(0, "e1", "v1", T0, "(direct)", "(none)");

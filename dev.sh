@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-RUN_DEPS=(build-essential cmake pkg-config libuv1-dev librdkafka-dev libzstd-dev libxxhash-dev
+RUN_DEPS=(build-essential cmake pkg-config libuv1-dev librdkafka-dev libzstd-dev zlib1g-dev libxxhash-dev
 	libhttp-parser-dev libyajl-dev libinih-dev libsystemd-dev libcriterion-dev)
 TEST_DEPS=(python3 zstd curl kcat clang libclang-rt-14-dev clang-format openjdk-17-jre-headless
 	maven wrk nginx-light systemd procps python3-prometheus-client)

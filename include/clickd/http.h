@@ -55,7 +55,10 @@ struct http_request {
 	size_t forwarded_for_len;
 	const char *cors_request_headers;
 	size_t cors_request_headers_len;
-	bool gpc;        /* Sec-GPC: 1 or DNT: 1 */
+	const char *authorization; /* Segment/RudderStack write keys (Basic auth) */
+	size_t authorization_len;
+	bool gpc;          /* Sec-GPC: 1 or DNT: 1 */
+	bool sp_anonymous; /* SP-Anonymous present (Snowplow's anonymous tracking) */
 	bool keep_alive; /* the client allows another request on the connection */
 	const struct sockaddr_storage *peer;
 	const char *peer_ip;    /* textual peer address */
@@ -88,7 +91,7 @@ typedef int (*http_reqparser_request_fn)(void *ud, struct http_request *req);
 /* Called when a request's headers say "Expect: 100-continue" and its body may come. */
 typedef void (*http_reqparser_continue_fn)(void *ud);
 
-#define HTTP_REQPARSER_HEADERS 9 /* the headers clickd reads (http.c) */
+#define HTTP_REQPARSER_HEADERS 11 /* the headers clickd reads (http.c) */
 
 struct http_reqparser_span {
 	uint32_t off;

@@ -885,9 +885,14 @@ static void reject(struct http_conn *c, int status, const char *reason, const ch
 {
 	struct http_server *srv = c->srv;
 	/* The answer is to the failing request: no body if it is a HEAD. */
+	size_t target_len = 0;
+
 	c->method = http_reqparser_method(&c->rp);
+	/* What the parser kept starts with the target: say how long it is. */
+	if (payload != NULL && payload == c->rp.buf)
+		target_len = c->rp.url_len < payload_len ? c->rp.url_len : payload_len;
 	if (srv->reject)
-		srv->reject(srv->ud, status, reason, c->peer_ip, payload, payload_len);
+		srv->reject(srv->ud, status, reason, c->peer_ip, payload, payload_len, target_len);
 	respond_error(c, status, reason);
 }
 

@@ -987,7 +987,7 @@ void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_requ
 }
 
 void ingest_http_reject(void *ud, int status, const char *reason, const char *peer_ip,
-                        const char *payload, size_t payload_len)
+                        const char *payload, size_t payload_len, size_t target_len)
 {
 	struct ingest *ix = ud;
 	struct timespec ts;
@@ -999,12 +999,10 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
 	struct route route;
 	const char *protocol = PROTOCOL_NATIVE;
 
-	/* The payload starts with the request target when the request line was read: its
-	 * path says which protocol the refused request spoke. */
+	/* The request target's path says which protocol the refused request spoke. */
 	memset(&target, 0, sizeof(target));
 	target.path = payload;
-	while (payload != NULL && target.path_len < payload_len && payload[target.path_len] != '?' &&
-	       payload[target.path_len] != ' ' && payload[target.path_len] != '\0')
+	while (payload != NULL && target.path_len < target_len && payload[target.path_len] != '?')
 		target.path_len++;
 	if (target.path_len > 0 && payload[0] == '/' && route_of(&target, &route))
 		protocol = event_protocol_name(route.protocol);

@@ -192,9 +192,11 @@ struct http_conn;
 typedef void (*http_handler_fn)(void *ud, struct http_conn *conn, const struct http_request *req);
 
 /* Called with a limit violation or a protocol error before the request reaches the
- * handler, to dead-letter it (may be NULL). payload is what was received of it. */
+ * handler, to dead-letter it (may be NULL). payload is what was received of it; its first
+ * target_len bytes are the request target (path and query) when they are known, else
+ * target_len is 0. */
 typedef void (*http_reject_fn)(void *ud, int status, const char *reason, const char *peer_ip,
-                               const char *payload, size_t payload_len);
+                               const char *payload, size_t payload_len, size_t target_len);
 
 struct http_limits {
 	size_t max_connections;

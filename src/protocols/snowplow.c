@@ -270,7 +270,11 @@ static int sp_type(const struct sp_params *p, struct event *ev, const char **nam
 	}
 	/* Another event type of a newer tracker: kept, named by its code. */
 	ev->type = EVENT_CUSTOM;
-	return protocol_set_text(ev, EF_NAME, e, len);
+	if (protocol_set_text(ev, EF_NAME, e, len) < 0) {
+		set_err(err, errlen, "field e: not UTF-8");
+		return -EILSEQ;
+	}
+	return 0;
 }
 
 /* client_at: ttm, else dtm corrected by the device's clock skew (stm), else dtm. */

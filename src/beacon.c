@@ -709,20 +709,13 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 		enum beacon_field from;
 		enum event_field to;
 	} copies[] = {
-	    {BF_EID, EF_EVENT_ID},
-	    {BF_AID, EF_APP_ID},
-	    {BF_VID, EF_VISITOR_ID},
-	    {BF_EN, EF_NAME},
-	    {BF_UID, EF_USER_ID},
-	    {BF_URL, EF_URL},
-	    {BF_REF, EF_REFERRER},
-	    {BF_UTM_SOURCE, EF_SOURCE},
-	    {BF_UTM_MEDIUM, EF_MEDIUM},
-	    {BF_UTM_CAMPAIGN, EF_CAMPAIGN},
-	    {BF_UTM_TERM, EF_TERM},
-	    {BF_UTM_CONTENT, EF_CONTENT},
-	    {BF_UTM_ID, EF_UTM_ID},
-	    {BF_AFF, EF_AFFILIATE_ID},
+	    {BF_EID, EF_EVENT_ID},      {BF_AID, EF_APP_ID},
+	    {BF_VID, EF_VISITOR_ID},    {BF_EN, EF_NAME},
+	    {BF_UID, EF_USER_ID},       {BF_URL, EF_URL},
+	    {BF_REF, EF_REFERRER},      {BF_UTM_SOURCE, EF_SOURCE},
+	    {BF_UTM_MEDIUM, EF_MEDIUM}, {BF_UTM_CAMPAIGN, EF_CAMPAIGN},
+	    {BF_UTM_TERM, EF_TERM},     {BF_UTM_CONTENT, EF_CONTENT},
+	    {BF_UTM_ID, EF_UTM_ID},     {BF_AFF, EF_AFFILIATE_ID},
 	};
 	char currency[3];
 	bool full = false;

@@ -604,8 +604,7 @@ static bool take_part(const char *s, size_t n, char *out, size_t cap)
 
 /* "key:app_id,..." (with_id false) or "id:secret:app_id,..." (with_id true). */
 static int parse_credentials(const char *s, const char *key, bool with_id,
-                             struct config_credential *out, size_t *count, char *err,
-                             size_t errlen)
+                             struct config_credential *out, size_t *count, char *err, size_t errlen)
 {
 	char items[CONFIG_MAX_LIST][256];
 	size_t n;

@@ -41,7 +41,7 @@ struct batch {
 	size_t rejected;
 	size_t full; /* beacons refused: a ring was full (all of the batch then) */
 	size_t accepted_by[EVENT_PROTOCOL__COUNT]; /* accepted, by the event's protocol */
-	const char *protocol; /* the request's, for its dead letters */
+	const char *protocol;                      /* the request's, for its dead letters */
 	bool set_cookie;
 	char visitor_id[VISITOR_ID_MAX + 1];
 	size_t visitor_id_len;
@@ -629,8 +629,8 @@ static void mint_uuid(struct ingest *ix, char out[37])
 {
 	uint64_t hi = xorshift128plus(ix->rng), lo = xorshift128plus(ix->rng);
 
-	hi = (hi & ~0xf000ULL) | 0x4000ULL;                       /* version 4 */
-	lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56);          /* variant 10 */
+	hi = (hi & ~0xf000ULL) | 0x4000ULL;             /* version 4 */
+	lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56); /* variant 10 */
 	snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(hi >> 32),
 	         (unsigned long long)(hi >> 16 & 0xffff), (unsigned long long)(hi & 0xffff),
 	         (unsigned long long)(lo >> 48), (unsigned long long)(lo & 0xffffffffffffULL));
@@ -682,7 +682,8 @@ static bool query_nuid(const struct http_request *req, char *out, size_t cap, si
 		const char *stop = amp ? amp : end;
 		size_t n = (size_t)(stop - q);
 
-		if (n > 5 && memcmp(q, "nuid=", 5) == 0 && n - 5 <= cap && n - 5 <= VISITOR_ID_MAX) {
+		if (n > 5 && memcmp(q, "nuid=", 5) == 0 && n - 5 <= cap &&
+		    n - 5 <= VISITOR_ID_MAX) {
 			for (size_t i = 5; i < n; i++)
 				if (!visitor_id_char(q[i]))
 					return false;
@@ -872,8 +873,8 @@ static void protocol_decode(struct ingest *ix, struct batch *b, const struct htt
 }
 
 static void respond_protocol(struct ingest *ix, struct http_conn *conn,
-                             const struct http_request *req, const struct route *r,
-                             struct batch *b, char *headers, size_t headers_len, size_t cap)
+                             const struct http_request *req, const struct route *r, struct batch *b,
+                             char *headers, size_t headers_len, size_t cap)
 {
 	if (b->full) {
 		respond_batch(ix, conn, req, b, false, headers, headers_len, cap);
@@ -888,8 +889,8 @@ static void respond_protocol(struct ingest *ix, struct http_conn *conn,
 	case ROUTE_SNOWPLOW_GET:
 	case ROUTE_SNOWPLOW_POST:
 		if (b->set_cookie)
-			headers_len += snowplow_cookie_header(ix->cfg, req, b, headers + headers_len,
-			                                      cap - headers_len);
+			headers_len += snowplow_cookie_header(
+			    ix->cfg, req, b, headers + headers_len, cap - headers_len);
 		if (r->kind == ROUTE_SNOWPLOW_POST) {
 			respond(conn, 200, "text/plain; charset=utf-8", "ok", 2, headers,
 			        headers_len);
@@ -930,7 +931,8 @@ static void handle_protocol(struct ingest *ix, struct http_conn *conn,
 		respond(conn, 204, NULL, NULL, 0, headers, headers_len);
 		return;
 	}
-	if (!((req->method == HTTP_REQ_GET && get_ok) || (req->method == HTTP_REQ_POST && post_ok))) {
+	if (!((req->method == HTTP_REQ_GET && get_ok) ||
+	      (req->method == HTTP_REQ_POST && post_ok))) {
 		append_header(headers, &headers_len, sizeof(headers),
 		              get_ok && post_ok ? "Allow: GET, POST, OPTIONS\r\n"
 		              : get_ok          ? "Allow: GET, OPTIONS\r\n"

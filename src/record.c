@@ -256,8 +256,8 @@ static void out_event_json_field(struct json_out *o, const struct event *ev, enu
 
 	if (s == NULL)
 		return;
-	shaped = len >= 2 && ((s[0] == '{' && s[len - 1] == '}') ||
-	                      (s[0] == '[' && s[len - 1] == ']'));
+	shaped =
+	    len >= 2 && ((s[0] == '{' && s[len - 1] == '}') || (s[0] == '[' && s[len - 1] == ']'));
 	for (size_t i = 0; shaped && i < len; i++)
 		shaped = (unsigned char)s[i] >= 0x20;
 	out_key_n(o, event_keys[f].name, event_keys[f].len);

@@ -59,7 +59,7 @@ struct http_request {
 	size_t authorization_len;
 	bool gpc;          /* Sec-GPC: 1 or DNT: 1 */
 	bool sp_anonymous; /* SP-Anonymous present (Snowplow's anonymous tracking) */
-	bool keep_alive; /* the client allows another request on the connection */
+	bool keep_alive;   /* the client allows another request on the connection */
 	const struct sockaddr_storage *peer;
 	const char *peer_ip;    /* textual peer address */
 	int64_t received_at_ms; /* wall clock when the request's last bytes were read */

@@ -98,9 +98,9 @@
 	X(SPOOL_CORRUPT_FRAMES, "clickd_spool_corrupt_frames_total",                               \
 	  "Corrupt regions of spool segments skipped on replay (their records are lost).")         \
 	X(SPOOL_TORN_TAILS_CUT, "clickd_spool_torn_tails_cut_total",                               \
-	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")      \
+	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")       \
 	X(PROTOCOL_JSON_DROPPED, "clickd_protocol_json_dropped_total",                             \
-	  "Contexts or properties of tracker events left out of their event because its string "  \
+	  "Contexts or properties of tracker events left out of their event because its string "   \
 	  "arena (8 KiB with the URL, referrer and user agent) could not hold them; the event "    \
 	  "itself was kept.")
 

@@ -200,9 +200,9 @@ bool protocol_parse_epoch_ms(const char *s, size_t len, int64_t *ms);
 bool protocol_parse_iso8601(const char *s, size_t len, int64_t *ms);
 
 /* The credential with this secret (and id, when id is not NULL), or NULL. */
-const struct config_credential *protocol_keys_find(const struct protocol_keys *keys,
-                                                     const char *id, size_t id_len,
-                                                     const char *secret, size_t secret_len);
+const struct config_credential *protocol_keys_find(const struct protocol_keys *keys, const char *id,
+                                                   size_t id_len, const char *secret,
+                                                   size_t secret_len);
 
 /* A value of a yajl object by key, or NULL. */
 yajl_val protocol_json_get(yajl_val obj, const char *key);

@@ -250,7 +250,8 @@ static int ga4_collect_kind(const struct ga4_view *v, struct event *ev)
 	s = view_get(v, "cu", &len);
 	if (s == NULL)
 		s = view_get(v, "ep.currency", &len);
-	if (protocol_parse_currency(s, len, currency) && event_set(ev, EF_CURRENCY, currency, 3) < 0)
+	if (protocol_parse_currency(s, len, currency) &&
+	    event_set(ev, EF_CURRENCY, currency, 3) < 0)
 		return -ENOSPC;
 	s = view_get(v, "ep.transaction_id", &len);
 	return protocol_set_text(ev, EF_EVENT_ID, s, len);
@@ -259,8 +260,7 @@ static int ga4_collect_kind(const struct ga4_view *v, struct event *ev)
 /* One parameter set's ep./epn./up./upn./pr entries into the properties being written;
  * skip: a query parameter the line overrides is left to the line. */
 static void ga4_event_params(const struct ga4_view *v, const struct ga4_params *p, bool is_query,
-                             const char *prefix, const char *number_prefix,
-                             struct protocol_json *j)
+                             const char *prefix, const char *number_prefix, struct protocol_json *j)
 {
 	size_t plen = strlen(prefix), nlen = strlen(number_prefix);
 
@@ -328,7 +328,8 @@ static void ga4_collect_properties(const struct ga4_view *v, struct protocol_jso
 		s = view_get(v, ga4_collect_fields[i].param, &len);
 		if (s == NULL)
 			continue;
-		protocol_json_key(j, ga4_collect_fields[i].prop, strlen(ga4_collect_fields[i].prop));
+		protocol_json_key(j, ga4_collect_fields[i].prop,
+		                  strlen(ga4_collect_fields[i].prop));
 		if (ga4_collect_fields[i].kind == GA4_PROP_NUMBER)
 			protocol_json_number(j, s, len);
 		else
@@ -371,7 +372,8 @@ static int ga4_collect_build(const struct ga4_view *v, const struct protocol_key
 		s = view_get(v, ga4_collect_fields[i].param, &len);
 		rc = protocol_set_text(ev, ga4_collect_fields[i].field, s, len);
 		if (rc == -EILSEQ) {
-			set_err(err, errlen, "parameter %s: not UTF-8", ga4_collect_fields[i].param);
+			set_err(err, errlen, "parameter %s: not UTF-8",
+			        ga4_collect_fields[i].param);
 			return rc;
 		}
 		if (rc < 0) {
@@ -486,8 +488,7 @@ struct mp_ctx {
 	const struct beacon_options *opt;
 };
 
-static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *err,
-                    size_t errlen)
+static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *err, size_t errlen)
 {
 	char json_buf[EVENT_ARENA_BYTES];
 	struct beacon_request r = *c->req;

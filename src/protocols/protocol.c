@@ -465,8 +465,7 @@ bool protocol_parse_iso8601(const char *s, size_t len, int64_t *ms)
 	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
 		return false;
 	if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) ||
-	    !digits(s + 11, 2, &hour) || !digits(s + 14, 2, &minute) ||
-	    !digits(s + 17, 2, &second))
+	    !digits(s + 11, 2, &hour) || !digits(s + 14, 2, &minute) || !digits(s + 17, 2, &second))
 		return false;
 	if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
 	    second > 60)
@@ -512,9 +511,9 @@ static bool text_is(const char *a, const char *b, size_t b_len)
 	return strlen(a) == b_len && memcmp(a, b, b_len) == 0;
 }
 
-const struct config_credential *protocol_keys_find(const struct protocol_keys *keys,
-                                                     const char *id, size_t id_len,
-                                                     const char *secret, size_t secret_len)
+const struct config_credential *protocol_keys_find(const struct protocol_keys *keys, const char *id,
+                                                   size_t id_len, const char *secret,
+                                                   size_t secret_len)
 {
 	if (keys == NULL || secret == NULL)
 		return NULL;

@@ -173,8 +173,8 @@ static int seg_auth(struct seg_ctx *c, yajl_val doc, char *err, size_t errlen)
 	const struct segment_request *s = c->sreq;
 	const struct config_credential *cred;
 	const char *key = NULL;
-	size_t key_len = basic_auth_key(s->authorization, s->authorization_len, key_buf,
-	                                sizeof(key_buf));
+	size_t key_len =
+	    basic_auth_key(s->authorization, s->authorization_len, key_buf, sizeof(key_buf));
 
 	if (key_len > 0) {
 		key = key_buf;
@@ -207,8 +207,8 @@ static int seg_auth(struct seg_ctx *c, yajl_val doc, char *err, size_t errlen)
 /* ---- one message ---- */
 
 static const char *const type_names[] = {
-    [SEGMENT_TRACK] = "track",       [SEGMENT_PAGE] = "page",   [SEGMENT_IDENTIFY] = "identify",
-    [SEGMENT_GROUP] = "group",       [SEGMENT_ALIAS] = "alias", [SEGMENT_SCREEN] = "screen",
+    [SEGMENT_TRACK] = "track", [SEGMENT_PAGE] = "page",   [SEGMENT_IDENTIFY] = "identify",
+    [SEGMENT_GROUP] = "group", [SEGMENT_ALIAS] = "alias", [SEGMENT_SCREEN] = "screen",
     [SEGMENT_BATCH] = "batch",
 };
 
@@ -354,8 +354,8 @@ static void seg_properties(yajl_val msg, enum segment_route type, struct protoco
 		protocol_json_close(j, '}');
 		return;
 	}
-	v = protocol_json_get(msg, type == SEGMENT_IDENTIFY || type == SEGMENT_GROUP ? "traits"
-	                                                                             : "properties");
+	v = protocol_json_get(
+	    msg, type == SEGMENT_IDENTIFY || type == SEGMENT_GROUP ? "traits" : "properties");
 	if (v != NULL && YAJL_IS_OBJECT(v))
 		protocol_json_value(j, v);
 }
@@ -365,8 +365,8 @@ static int seg_build(const struct seg_ctx *c, yajl_val msg, enum segment_route t
 {
 	char json_buf[EVENT_ARENA_BYTES];
 	struct beacon_request r = *c->req;
-	bool rudder = c->rudderstack || c->sreq->rudderstack_route ||
-	              rudderstack__message_is_ours(msg);
+	bool rudder =
+	    c->rudderstack || c->sreq->rudderstack_route || rudderstack__message_is_ours(msg);
 	struct protocol_json j;
 	const char *ua;
 	size_t ua_len = 0;
@@ -423,12 +423,11 @@ static void seg_reject(yajl_val msg, int code, const char *reason, beacon_reject
 
 int segment_decode(const char *body, size_t len, const struct segment_request *sreq,
                    const struct beacon_request *req, const struct beacon_options *opt,
-                   beacon_emit_fn emit, beacon_reject_fn reject, void *ud, char *err,
-                   size_t errlen)
+                   beacon_emit_fn emit, beacon_reject_fn reject, void *ud, char *err, size_t errlen)
 {
 	struct event ev;
 	size_t max_depth = opt->max_json_depth > PROTOCOL_MAX_JSON_DEPTH ? opt->max_json_depth
-	                                                                  : PROTOCOL_MAX_JSON_DEPTH;
+	                                                                 : PROTOCOL_MAX_JSON_DEPTH;
 	size_t max_batch = opt->max_batch ? opt->max_batch : 100;
 	struct seg_ctx c = {.sreq = sreq, .req = req, .opt = opt};
 	yajl_val doc = protocol_json_parse(body, len, max_depth, err, errlen);

@@ -116,9 +116,12 @@ static const struct {
 	enum event_type type;
 	const char *name;
 } snowplow_types[] = {
-    {"pv", EVENT_PAGE_VIEW, NULL},         {"pp", EVENT_CUSTOM, "page_ping"},
-    {"se", EVENT_CUSTOM, NULL},            {"ue", EVENT_CUSTOM, NULL},
-    {"tr", EVENT_CONVERSION, "transaction"}, {"ti", EVENT_CUSTOM, "transaction_item"},
+    {"pv", EVENT_PAGE_VIEW, NULL},
+    {"pp", EVENT_CUSTOM, "page_ping"},
+    {"se", EVENT_CUSTOM, NULL},
+    {"ue", EVENT_CUSTOM, NULL},
+    {"tr", EVENT_CONVERSION, "transaction"},
+    {"ti", EVENT_CUSTOM, "transaction_item"},
 };
 
 struct sp_params {
@@ -250,8 +253,8 @@ static void sp_schema_name(yajl_val sde, const char **name, size_t *len)
 
 /* ---- building the event ---- */
 
-static int sp_type(const struct sp_params *p, struct event *ev, const char **name,
-                   char *err, size_t errlen)
+static int sp_type(const struct sp_params *p, struct event *ev, const char **name, char *err,
+                   size_t errlen)
 {
 	size_t len;
 	const char *e = sp_get(p, "e", &len);
@@ -358,7 +361,8 @@ static void sp_properties(const struct sp_params *p, yajl_val ue, struct protoco
 				protocol_json_open(j, '{');
 				open = true;
 			}
-			protocol_json_key(j, snowplow_groups[i].key, strlen(snowplow_groups[i].key));
+			protocol_json_key(j, snowplow_groups[i].key,
+			                  strlen(snowplow_groups[i].key));
 			if (snowplow_groups[i].number)
 				protocol_json_number(j, v, len);
 			else
@@ -378,8 +382,7 @@ static void sp_properties(const struct sp_params *p, yajl_val ue, struct protoco
 
 /* The event's name: the type's own, else se_ac for a structured event, else the
  * self-describing event's schema name. */
-static int sp_name(const struct sp_params *p, struct event *ev, const char *type_name,
-                   yajl_val ue)
+static int sp_name(const struct sp_params *p, struct event *ev, const char *type_name, yajl_val ue)
 {
 	size_t len;
 	const char *s;
@@ -582,7 +585,7 @@ int snowplow_decode_post(const char *body, size_t len, const struct beacon_reque
 	struct sp_params params;
 	struct event ev;
 	size_t max_depth = opt->max_json_depth > PROTOCOL_MAX_JSON_DEPTH ? opt->max_json_depth
-	                                                                  : PROTOCOL_MAX_JSON_DEPTH;
+	                                                                 : PROTOCOL_MAX_JSON_DEPTH;
 	size_t max_batch = opt->max_batch ? opt->max_batch : 100;
 	yajl_val doc = protocol_json_parse(body, len, max_depth, err, errlen);
 	yajl_val data;

@@ -129,8 +129,8 @@ static void check_subset(const char *where, const char *record, yajl_val want)
 			continue;
 		}
 		cr_assert(g != NULL, "%s: %s missing in %s", where, key, record);
-		cr_assert_str_eq(compact(g, a, sizeof(a)), compact(w, b, sizeof(b)), "%s: key %s in %s",
-		                 where, key, record);
+		cr_assert_str_eq(compact(g, a, sizeof(a)), compact(w, b, sizeof(b)),
+		                 "%s: key %s in %s", where, key, record);
 	}
 	yajl_tree_free(got);
 }
@@ -182,8 +182,8 @@ static int decode(const char *route, const char *query, const char *body, size_t
 		return ga4_decode_collect(query, qlen, body, body_len, &ga4_keys, &req, &options,
 		                          collect, collect_reject, NULL, err, errlen);
 	if (strcmp(route, "ga4_mp") == 0)
-		return ga4_decode_mp(query, qlen, body, body_len, &ga4_keys, &req, &options, collect,
-		                     collect_reject, NULL, err, errlen);
+		return ga4_decode_mp(query, qlen, body, body_len, &ga4_keys, &req, &options,
+		                     collect, collect_reject, NULL, err, errlen);
 	/* "segment:<route>" or "rudderstack_beacon" */
 	{
 		const char *name = strncmp(route, "segment:", 8) == 0 ? route + 8 : "batch";
@@ -200,8 +200,8 @@ static int decode(const char *route, const char *query, const char *body, size_t
 		};
 
 		cr_assert_geq(sr, 0, "unknown route %s", route);
-		return segment_decode(body, body_len, &sreq, &req, &options, collect, collect_reject,
-		                      NULL, err, errlen);
+		return segment_decode(body, body_len, &sreq, &req, &options, collect,
+		                      collect_reject, NULL, err, errlen);
 	}
 }
 
@@ -232,11 +232,11 @@ static void run_cases(const char *file)
 		            str_of(c, "authorization"), str_of(c, "query_write_key"),
 		            YAJL_IS_TRUE(protocol_json_get(c, "sp_anonymous")), &cfg, err,
 		            sizeof(err));
-		cr_assert_eq(rc, rc_want ? (int)YAJL_GET_INTEGER(rc_want) : 0, "%s: rc %d (%s)", where,
-		             rc, err);
+		cr_assert_eq(rc, rc_want ? (int)YAJL_GET_INTEGER(rc_want) : 0, "%s: rc %d (%s)",
+		             where, rc, err);
 		if (err_want != NULL)
-			cr_assert(strstr(err, err_want) != NULL, "%s: error '%s' lacks '%s'", where, err,
-			          err_want);
+			cr_assert(strstr(err, err_want) != NULL, "%s: error '%s' lacks '%s'", where,
+			          err, err_want);
 		cr_assert_eq(record_count, events ? events->u.array.len : 0,
 		             "%s: %zu events (first: %s)", where, record_count,
 		             record_count ? records[0] : "-");
@@ -246,10 +246,12 @@ static void run_cases(const char *file)
 			snprintf(ewhere, sizeof(ewhere), "%s event %zu", where, k);
 			check_subset(ewhere, records[k], events->u.array.values[k]);
 		}
-		cr_assert_eq(reject_count, rejects ? rejects->u.array.len : 0, "%s: %zu rejects (%s)",
-		             where, reject_count, reject_count ? reject_reasons[0] : "-");
+		cr_assert_eq(reject_count, rejects ? rejects->u.array.len : 0,
+		             "%s: %zu rejects (%s)", where, reject_count,
+		             reject_count ? reject_reasons[0] : "-");
 		for (size_t k = 0; k < reject_count; k++)
-			cr_assert(strstr(reject_reasons[k], rejects->u.array.values[k]->u.string) != NULL,
+			cr_assert(strstr(reject_reasons[k], rejects->u.array.values[k]->u.string) !=
+			              NULL,
 			          "%s: reject '%s'", where, reject_reasons[k]);
 		config_close(&cfg);
 	}
@@ -330,7 +332,8 @@ static void check_captured_file(const char *dir, const char *name)
 
 		if (strcmp(method, "OPTIONS") == 0)
 			continue;
-		snprintf(where, sizeof(where), "%s request %zu (%s %.80s)", name, i, method, target);
+		snprintf(where, sizeof(where), "%s request %zu (%s %.80s)", name, i, method,
+		         target);
 		snprintf(query, sizeof(query), "%s", q ? q + 1 : "");
 		if (strncmp(target, "/com.snowplowanalytics.snowplow/tp2", path_len) == 0)
 			snprintf(route, sizeof(route), "snowplow_post");
@@ -343,13 +346,14 @@ static void check_captured_file(const char *dir, const char *name)
 		else if (strncmp(target, "/beacon/v1/batch", path_len) == 0)
 			snprintf(route, sizeof(route), "rudderstack_beacon");
 		else if (strncmp(target, "/v1/", 4) == 0)
-			snprintf(route, sizeof(route), "segment:%.*s", (int)(path_len - 4), target + 4);
+			snprintf(route, sizeof(route), "segment:%.*s", (int)(path_len - 4),
+			         target + 4);
 		else
 			cr_assert_fail("%s: no route", where);
 		if (strcmp(route, "segment:m") == 0)
 			continue; /* Segment's own metrics: discarded */
-		rc = decode(route, query, body && body[0] ? body : NULL, body ? strlen(body) : 0, auth,
-		            NULL, false, &cfg, err, sizeof(err));
+		rc = decode(route, query, body && body[0] ? body : NULL, body ? strlen(body) : 0,
+		            auth, NULL, false, &cfg, err, sizeof(err));
 		cr_assert_eq(rc, 0, "%s: %s", where, err);
 		cr_assert_eq(reject_count, 0, "%s: rejected: %s", where,
 		             reject_count ? reject_reasons[0] : "");
@@ -366,8 +370,10 @@ static void check_captured_file(const char *dir, const char *name)
 			          records[k]);
 			if (url != NULL && url_param(url, "utm_source", a, sizeof(a)) != NULL &&
 			    strcmp(a, utm[0]) == 0) {
-				cr_assert_str_eq(str_of(got, "source"), utm[0], "%s: %s", where, records[k]);
-				cr_assert_str_eq(str_of(got, "medium"), utm[1], "%s: %s", where, records[k]);
+				cr_assert_str_eq(str_of(got, "source"), utm[0], "%s: %s", where,
+				                 records[k]);
+				cr_assert_str_eq(str_of(got, "medium"), utm[1], "%s: %s", where,
+				                 records[k]);
 				cr_assert_str_eq(str_of(got, "campaign"), utm[2], "%s: %s", where,
 				                 records[k]);
 				(void)b;
@@ -482,8 +488,8 @@ Test(protocols, json_parse_refuses_deep_nesting_and_nul)
 
 	memset(deep, '[', 100);
 	memset(deep + 100, ']', 100);
-	cr_assert_null(protocol_json_parse(deep, sizeof(deep), PROTOCOL_MAX_JSON_DEPTH, err,
-	                                   sizeof(err)));
+	cr_assert_null(
+	    protocol_json_parse(deep, sizeof(deep), PROTOCOL_MAX_JSON_DEPTH, err, sizeof(err)));
 	cr_assert(strstr(err, "deeper") != NULL, "%s", err);
 	cr_assert_null(protocol_json_parse("{\"a\":\"\0\"}", 9, 8, err, sizeof(err)));
 	v = protocol_json_parse("{\"a\":[1]}", 9, 8, err, sizeof(err));

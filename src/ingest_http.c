@@ -4,6 +4,9 @@
  * pipeline. Runs on its ingest loop; per request it allocates nothing (events are built
  * in the ingest's scratch event, records in the pipeline's buffer).
  *
+ * The tracker protocols (src/protocols/: Snowplow, Segment, RudderStack, GA4) have their own
+ * routes below (route_of), sharing the batch, dead-letter and metric paths of the native one.
+ *
  * Status codes follow what trackers do with them (CONTRACTS.md, TRACKERS.md): 204/200
  * when the beacons are in, 400/413/415 only for data that is truly bad (each bad beacon
  * also becomes a dead letter), 503 with Retry-After when we cannot take it now.

@@ -638,17 +638,19 @@ static bool request_string_usable(const char *s, size_t len)
 	return s != NULL && len > 0 && memchr(s, '\0', len) == NULL && url_utf8_valid(s, len);
 }
 
-/* The visitor: the vid field, else our cookie, else a freshly minted ID (set as the
- * cookie) unless the request asks not to be tracked. */
-static void visitor_set(const struct beacon_fields *f, const struct beacon_request *req,
-                        const struct beacon_options *opt, struct event *ev, bool *full)
+/* The visitor, when the decoder set none (the vid field, a tracker's own ID): our cookie,
+ * else a freshly minted ID (set as the cookie) unless the request asks not to be tracked
+ * (GPC/DNT honoured, or an anonymous tracker). */
+static void visitor_set(const struct beacon_request *req, const struct beacon_options *opt,
+                        struct event *ev, bool *full)
 {
-	if (f->len[BF_VID] > 0) {
-		put(ev, EF_VISITOR_ID, f->value[BF_VID], f->len[BF_VID], full);
-	} else if (request_string_usable(req->cookie_visitor_id, req->cookie_visitor_id_len)) {
+	if (event_has(ev, EF_VISITOR_ID))
+		return;
+	if (!req->anonymous &&
+	    request_string_usable(req->cookie_visitor_id, req->cookie_visitor_id_len)) {
 		put(ev, EF_VISITOR_ID, req->cookie_visitor_id, req->cookie_visitor_id_len, full);
 		ev->visitor_from_cookie = true;
-	} else if (!(opt->honor_gpc && req->gpc) &&
+	} else if (!(opt->honor_gpc && req->gpc) && !req->anonymous &&
 	           request_string_usable(req->minted_visitor_id, req->minted_visitor_id_len)) {
 		put(ev, EF_VISITOR_ID, req->minted_visitor_id, req->minted_visitor_id_len, full);
 		ev->visitor_from_cookie = true;
@@ -664,7 +666,7 @@ static void ip_set(const struct beacon_request *req, const struct beacon_options
 	unsigned char addr[sizeof(struct in6_addr)];
 	int len;
 
-	if (req->client_ip == NULL || (opt->honor_gpc && req->gpc))
+	if (req->client_ip == NULL || (opt->honor_gpc && req->gpc) || req->anonymous)
 		return;
 	if (opt->anonymize_ip) {
 		len = beacon_anonymize_ip(req->client_ip, buf, sizeof(buf));
@@ -691,6 +693,10 @@ static void user_agent_set(const struct beacon_request *req, struct event *ev, b
 	ev->is_bot = user_agent_is_bot(ua, req->user_agent_len);
 }
 
+static int event_finish(struct event *ev, const struct beacon_request *req,
+                        const struct beacon_options *opt, char *scratch, size_t scratch_cap,
+                        char *err, size_t errlen);
+
 /*
  * Validates the fields and builds *ev. The fields may point into scratch: they are all
  * copied into the event before scratch is reused to parse the page URL's query.
@@ -703,24 +709,17 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 		enum beacon_field from;
 		enum event_field to;
 	} copies[] = {
-	    {BF_EID, EF_EVENT_ID},
-	    {BF_AID, EF_APP_ID},
-	    {BF_EN, EF_NAME},
-	    {BF_UID, EF_USER_ID},
-	    {BF_URL, EF_URL},
-	    {BF_REF, EF_REFERRER},
-	    {BF_UTM_SOURCE, EF_SOURCE},
-	    {BF_UTM_MEDIUM, EF_MEDIUM},
-	    {BF_UTM_CAMPAIGN, EF_CAMPAIGN},
-	    {BF_UTM_TERM, EF_TERM},
-	    {BF_UTM_CONTENT, EF_CONTENT},
-	    {BF_UTM_ID, EF_UTM_ID},
-	    {BF_AFF, EF_AFFILIATE_ID},
+	    {BF_EID, EF_EVENT_ID},      {BF_AID, EF_APP_ID},
+	    {BF_VID, EF_VISITOR_ID},    {BF_EN, EF_NAME},
+	    {BF_UID, EF_USER_ID},       {BF_URL, EF_URL},
+	    {BF_REF, EF_REFERRER},      {BF_UTM_SOURCE, EF_SOURCE},
+	    {BF_UTM_MEDIUM, EF_MEDIUM}, {BF_UTM_CAMPAIGN, EF_CAMPAIGN},
+	    {BF_UTM_TERM, EF_TERM},     {BF_UTM_CONTENT, EF_CONTENT},
+	    {BF_UTM_ID, EF_UTM_ID},     {BF_AFF, EF_AFFILIATE_ID},
 	};
-	struct url_parts page;
 	char currency[3];
 	bool full = false;
-	int rc, click;
+	int rc;
 
 	event_init(ev);
 	ev->received_at_ms = req->received_at_ms;
@@ -738,8 +737,29 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 		put(ev, copies[i].to, f->value[copies[i].from], f->len[copies[i].from], &full);
 	if (f->len[BF_CUR] > 0)
 		put(ev, EF_CURRENCY, currency, 3, &full);
-	visitor_set(f, req, opt, ev, &full);
+	if (full) {
+		set_err(err, errlen, "beacon too large");
+		return -ENOSPC;
+	}
 	/* From here on the fields are not read: scratch is free. */
+	return event_finish(ev, req, opt, scratch, scratch_cap, err, errlen);
+}
+
+/*
+ * The enrichment every protocol shares, once a decoder has copied its own fields: the
+ * visitor (when none was given), UTM tags, click ID and affiliate ID from the page URL,
+ * the referrer host, source/medium, the IP, the user agent and the bot check, and the
+ * protocol's name.
+ */
+static int event_finish(struct event *ev, const struct beacon_request *req,
+                        const struct beacon_options *opt, char *scratch, size_t scratch_cap,
+                        char *err, size_t errlen)
+{
+	struct url_parts page;
+	bool full = false;
+	int click;
+
+	visitor_set(req, opt, ev, &full);
 	click = page_url_enrich(ev, opt, scratch, scratch_cap, &page, &full);
 	referrer_host_set(ev, &full);
 	source_medium_set(ev, &page, click, &full);
@@ -752,6 +772,14 @@ static int beacon_build(const struct beacon_fields *f, const struct beacon_reque
 		return -ENOSPC;
 	}
 	return 0;
+}
+
+int beacon_finish(struct event *ev, const struct beacon_request *req,
+                  const struct beacon_options *opt, char *err, size_t errlen)
+{
+	char scratch[BEACON_MAX_BYTES];
+
+	return event_finish(ev, req, opt, scratch, sizeof(scratch), err, errlen);
 }
 
 /* ----------------------------------------------------------------------- query path */

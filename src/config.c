@@ -267,6 +267,29 @@ static const struct option options[] = {
      "records go to the minute's (other) row (clickd_rollup_other_total). Memory per shard: "
      "(grace_s / 60 + 2) x max_keys_per_minute x about 460 bytes (9 MB at 10,000)."},
 
+    {"snowplow.cookie_name", STR(snowplow_cookie_name), "sp", 0, 0, NULL, true,
+     "Name of the Snowplow network user ID cookie, set on every Snowplow answer as the "
+     "reference collector does (Path=/, a year, SameSite=None; Secure; HttpOnly) unless "
+     "the request says SP-Anonymous."},
+    {"snowplow.cookie_domains", STR(snowplow_cookie_domains), "", 0, 0, NULL, true,
+     "Comma-separated domains for the Snowplow cookie: its Domain is the first one that "
+     "is the request's Origin host or a parent of it; none matching (or empty): a "
+     "host-only cookie."},
+    {"segment.write_keys", STR(segment_write_keys), "", 0, 0, NULL, true,
+     "Comma-separated key:app_id pairs. When this or rudderstack.write_keys holds keys, "
+     "Segment-shaped requests need one of them (Basic auth 'key:', or writeKey in the "
+     "body or query), else 401, and their events take its app_id. Empty (both): no check, "
+     "no app_id."},
+    {"rudderstack.write_keys", STR(rudderstack_write_keys), "", 0, 0, NULL, true,
+     "Comma-separated key:app_id pairs of RudderStack sources, checked like "
+     "segment.write_keys (either list's keys are accepted on every Segment-shaped route); "
+     "a key from this list marks the events protocol rudderstack."},
+    {"ga4.api_secrets", STR(ga4_api_secrets), "", 0, 0, NULL, true,
+     "Comma-separated measurement_id:api_secret:app_id triples. When set, Measurement "
+     "Protocol requests (/mp/collect) need a matching measurement_id and api_secret, else "
+     "401; the events take its app_id (else the measurement_id). A /g/collect tid listed "
+     "here takes its app_id too (else the tid)."},
+
     {"shutdown.drain_timeout_ms", INT(shutdown_drain_timeout_ms), "5000", 0, 600000, NULL, true,
      "At stop, how long in-flight HTTP requests get to finish before their "
      "connections are closed."},
@@ -582,6 +605,50 @@ static int parse_cidr(const char *s, struct config_cidr *out)
 	return 0;
 }
 
+/* Copies the n bytes at s into out (cap bytes with the NUL); false when empty or too long. */
+static bool take_part(const char *s, size_t n, char *out, size_t cap)
+{
+	if (n == 0 || n >= cap)
+		return false;
+	memcpy(out, s, n);
+	out[n] = '\0';
+	return true;
+}
+
+/* "key:app_id,..." (with_id false) or "id:secret:app_id,..." (with_id true). */
+static int parse_credentials(const char *s, const char *key, bool with_id,
+                             struct config_credential *out, size_t *count, char *err, size_t errlen)
+{
+	char items[CONFIG_MAX_LIST][256];
+	size_t n;
+
+	if (split_list(s, items, CONFIG_MAX_LIST, &n, key, err, errlen) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		struct config_credential *c = &out[i];
+		const char *a = items[i], *b = strchr(a, ':'), *d = b ? strchr(b + 1, ':') : NULL;
+		bool ok;
+
+		memset(c, 0, sizeof(*c));
+		if (with_id)
+			ok = b && d && strchr(d + 1, ':') == NULL &&
+			     take_part(a, (size_t)(b - a), c->id, sizeof(c->id)) &&
+			     take_part(b + 1, (size_t)(d - b - 1), c->secret, sizeof(c->secret)) &&
+			     take_part(d + 1, strlen(d + 1), c->app_id, sizeof(c->app_id));
+		else
+			ok = b && d == NULL &&
+			     take_part(a, (size_t)(b - a), c->secret, sizeof(c->secret)) &&
+			     take_part(b + 1, strlen(b + 1), c->app_id, sizeof(c->app_id));
+		if (!ok) {
+			fmt_err(err, errlen, "%s: '%s' is not %s", key, items[i],
+			        with_id ? "measurement_id:api_secret:app_id" : "key:app_id");
+			return -EINVAL;
+		}
+	}
+	*count = n;
+	return 0;
+}
+
 static int config_derive(struct config *cfg, char *err, size_t errlen)
 {
 	char items[CONFIG_MAX_LIST][256];
@@ -645,6 +712,31 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
+	if (cfg->snowplow_cookie_name[0] == '\0' ||
+	    strpbrk(cfg->snowplow_cookie_name, " ;,=\t\"") != NULL) {
+		fmt_err(err, errlen, "snowplow.cookie_name: '%s' is not a cookie name",
+		        cfg->snowplow_cookie_name);
+		return -EINVAL;
+	}
+	if (split_list(cfg->snowplow_cookie_domains, cfg->snowplow_cookie_domains_list,
+	               CONFIG_MAX_LIST, &cfg->snowplow_cookie_domain_count,
+	               "snowplow.cookie_domains", err, errlen) < 0)
+		return -EINVAL;
+	for (size_t i = 0; i < cfg->snowplow_cookie_domain_count; i++) {
+		if (strpbrk(cfg->snowplow_cookie_domains_list[i], ";\t\"=/:") != NULL) {
+			fmt_err(err, errlen, "snowplow.cookie_domains: '%s' is not a domain",
+			        cfg->snowplow_cookie_domains_list[i]);
+			return -EINVAL;
+		}
+	}
+	if (parse_credentials(cfg->segment_write_keys, "segment.write_keys", false,
+	                      cfg->segment_keys, &cfg->segment_key_count, err, errlen) < 0 ||
+	    parse_credentials(cfg->rudderstack_write_keys, "rudderstack.write_keys", false,
+	                      cfg->rudderstack_keys, &cfg->rudderstack_key_count, err,
+	                      errlen) < 0 ||
+	    parse_credentials(cfg->ga4_api_secrets, "ga4.api_secrets", true, cfg->ga4_secrets,
+	                      &cfg->ga4_secret_count, err, errlen) < 0)
+		return -EINVAL;
 	if (cfg->kafka_brokers[0] == '\0' && cfg->sink_file_dir[0] == '\0') {
 		fmt_err(err, errlen, "sink.file.dir: empty while kafka.brokers is empty too");
 		return -EINVAL;

@@ -56,6 +56,25 @@ const char *event_field_name(enum event_field f)
 	return (unsigned)f < EF__COUNT ? field_names[f] : "?";
 }
 
+static const char *const protocol_names[EVENT_PROTOCOL__COUNT] = {
+#define EVENT_PROTOCOL_NAME(id, name) [EVENT_PROTOCOL_##id] = name,
+    EVENT_PROTOCOLS(EVENT_PROTOCOL_NAME)
+#undef EVENT_PROTOCOL_NAME
+};
+
+const char *event_protocol_name(enum event_protocol p)
+{
+	return (unsigned)p < EVENT_PROTOCOL__COUNT ? protocol_names[p] : "?";
+}
+
+int event_protocol_of(const char *name)
+{
+	for (int p = 0; name != NULL && p < EVENT_PROTOCOL__COUNT; p++)
+		if (strcmp(name, protocol_names[p]) == 0)
+			return p;
+	return -1;
+}
+
 const char *event_type_name(enum event_type t)
 {
 	switch (t) {

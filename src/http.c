@@ -57,6 +57,8 @@ enum header_id {
 	HDR_SEC_GPC,
 	HDR_DNT,
 	HDR_EXPECT,
+	HDR_AUTHORIZATION,
+	HDR_SP_ANONYMOUS,
 	HDR__COUNT,
 	HDR_NONE = -1
 };
@@ -73,6 +75,8 @@ static const char *const header_names[HDR__COUNT] = {
     [HDR_SEC_GPC] = "sec-gpc",
     [HDR_DNT] = "dnt",
     [HDR_EXPECT] = "expect",
+    [HDR_AUTHORIZATION] = "authorization",
+    [HDR_SP_ANONYMOUS] = "sp-anonymous",
 };
 
 struct outbuf {
@@ -496,7 +500,9 @@ static int on_message_complete(http_parser *hp)
 	header_out(p, HDR_FORWARDED_FOR, &r->forwarded_for, &r->forwarded_for_len);
 	header_out(p, HDR_CORS_REQUEST_HEADERS, &r->cors_request_headers,
 	           &r->cors_request_headers_len);
+	header_out(p, HDR_AUTHORIZATION, &r->authorization, &r->authorization_len);
 	r->gpc = header_is(p, HDR_SEC_GPC, "1") || header_is(p, HDR_DNT, "1");
+	r->sp_anonymous = p->headers[HDR_SP_ANONYMOUS].seen;
 	r->keep_alive = http_should_keep_alive(hp) != 0;
 	if (p->on_request(p->ud, r) != 0) {
 		p->result = HTTP_REQPARSER_STOPPED;
@@ -879,9 +885,14 @@ static void reject(struct http_conn *c, int status, const char *reason, const ch
 {
 	struct http_server *srv = c->srv;
 	/* The answer is to the failing request: no body if it is a HEAD. */
+	size_t target_len = 0;
+
 	c->method = http_reqparser_method(&c->rp);
+	/* What the parser kept starts with the target: say how long it is. */
+	if (payload != NULL && payload == c->rp.buf)
+		target_len = c->rp.url_len < payload_len ? c->rp.url_len : payload_len;
 	if (srv->reject)
-		srv->reject(srv->ud, status, reason, c->peer_ip, payload, payload_len);
+		srv->reject(srv->ud, status, reason, c->peer_ip, payload, payload_len, target_len);
 	respond_error(c, status, reason);
 }
 

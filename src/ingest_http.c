@@ -4,6 +4,9 @@
  * pipeline. Runs on its ingest loop; per request it allocates nothing (events are built
  * in the ingest's scratch event, records in the pipeline's buffer).
  *
+ * The tracker protocols (src/protocols/: Snowplow, Segment, RudderStack, GA4) have their own
+ * routes below (route_of), sharing the batch, dead-letter and metric paths of the native one.
+ *
  * Status codes follow what trackers do with them (CONTRACTS.md, TRACKERS.md): 204/200
  * when the beacons are in, 400/413/415 only for data that is truly bad (each bad beacon
  * also becomes a dead letter), 503 with Retry-After when we cannot take it now.
@@ -12,6 +15,8 @@
 
 #include "clickd/log.h"
 #include "clickd/net.h"
+#include "clickd/protocols.h"
+#include "clickd/url.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -38,6 +43,8 @@ struct batch {
 	size_t accepted;
 	size_t rejected;
 	size_t full; /* beacons refused: a ring was full (all of the batch then) */
+	size_t accepted_by[EVENT_PROTOCOL__COUNT]; /* accepted, by the event's protocol */
+	const char *protocol;                      /* the request's, for its dead letters */
 	bool set_cookie;
 	char visitor_id[VISITOR_ID_MAX + 1];
 	size_t visitor_id_len;
@@ -45,6 +52,10 @@ struct batch {
 	char first_reason[160];
 	struct event ev; /* scratch: one beacon at a time */
 };
+
+/* One scratch batch per loop thread (it holds an 8 KiB event), for the request being
+ * handled: used only inside one handler call, never kept. */
+static _Thread_local struct batch batch_storage;
 
 static uint64_t xorshift128plus(uint64_t s[2])
 {
@@ -261,8 +272,22 @@ static void note_reject(struct batch *b, int code, const char *reason, const cha
 		snprintf(b->first_reason, sizeof(b->first_reason), "%s", reason);
 	}
 	pipeline_dead_letter(b->ix->pl, b->br.received_at_ms, pipeline_reason_class(code), reason,
-	                     PROTOCOL_NATIVE, b->req ? b->req->peer_ip : NULL, payload,
-	                     payload_len);
+	                     b->protocol, b->req ? b->req->peer_ip : NULL, payload, payload_len);
+}
+
+/* The protocol an event carries (its EF_PROTOCOL, set by its decoder). */
+static int event_protocol(const struct event *ev)
+{
+	size_t len;
+	const char *p = event_get(ev, EF_PROTOCOL, &len);
+
+	for (int i = 0; p != NULL && i < EVENT_PROTOCOL__COUNT; i++) {
+		const char *name = event_protocol_name((enum event_protocol)i);
+
+		if (strlen(name) == len && memcmp(name, p, len) == 0)
+			return i;
+	}
+	return EVENT_PROTOCOL_NATIVE;
 }
 
 /* A request's beacons are taken all or nothing (pipeline.h): once one did not fit, the
@@ -271,6 +296,7 @@ static int submit(struct batch *b, struct event *ev)
 {
 	if (b->full == 0 && pipeline_submit(b->ix->pl, ev) == 0) {
 		b->accepted++;
+		b->accepted_by[event_protocol(ev)]++;
 		if (ev->set_visitor_cookie)
 			b->set_cookie = true;
 	} else {
@@ -284,9 +310,13 @@ static void batch_settle(struct batch *b)
 {
 	if (b->full == 0) {
 		pipeline_commit(b->ix->pl);
+		for (int p = 0; p < EVENT_PROTOCOL__COUNT; p++)
+			if (b->accepted_by[p])
+				metrics_protocol_events_in(p, b->accepted_by[p]);
 		return;
 	}
 	pipeline_abort(b->ix->pl);
+	memset(b->accepted_by, 0, sizeof(b->accepted_by));
 	b->full += b->accepted;
 	b->accepted = 0;
 }
@@ -374,6 +404,8 @@ static void batch_init(struct batch *b, struct ingest *ix, const struct http_req
 	b->ix = ix;
 	b->req = req;
 	b->accepted = b->rejected = b->full = 0;
+	memset(b->accepted_by, 0, sizeof(b->accepted_by));
+	b->protocol = PROTOCOL_NATIVE;
 	b->set_cookie = false;
 	b->first_code = 0;
 	b->first_reason[0] = '\0';
@@ -454,10 +486,7 @@ static void respond_batch(struct ingest *ix, struct http_conn *conn, const struc
 static void handle_collect(struct ingest *ix, struct http_conn *conn,
                            const struct http_request *req, bool pixel)
 {
-	/* One scratch batch per loop thread (it holds an 8 KiB event): used only inside
-	 * this call, never kept. */
-	static _Thread_local struct batch storage;
-	struct batch *tb = &storage;
+	struct batch *tb = &batch_storage;
 	char headers[2048];
 	char ip[64];
 	size_t headers_len;
@@ -525,15 +554,434 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 	respond_batch(ix, conn, req, tb, pixel, headers, headers_len, sizeof(headers));
 }
 
+/* ---- tracker protocols (src/protocols/) ---- */
+
+/*
+ * The routes of the tracker protocols and what each answers (TRACKERS.md): Snowplow's GET
+ * /i and /ice.png the GIF with Cache-Control: no-cache, no-store, must-revalidate, its POST
+ * tp2 200 "ok" as text/plain; the Segment-shaped routes 200 {"success":true} (Segment and
+ * RudderStack take anything below 400); GA4's /g/collect and /mp/collect 204. Data to drop
+ * is answered 400 (413 for too many events, 401 for a bad write key or API secret) and
+ * dead-lettered; a full ring 503 with Retry-After, nothing of the request taken.
+ */
+enum route_kind {
+	ROUTE_SNOWPLOW_GET,
+	ROUTE_SNOWPLOW_POST,
+	ROUTE_SEGMENT,         /* /v1/<type> and /v1/b, /v1/batch */
+	ROUTE_SEGMENT_METRICS, /* /v1/m: accepted and discarded */
+	ROUTE_RUDDERSTACK_BEACON,
+	ROUTE_GA4_COLLECT,
+	ROUTE_GA4_MP,
+};
+
+struct route {
+	enum route_kind kind;
+	enum event_protocol protocol; /* of its dead letters */
+	int segment_route;            /* ROUTE_SEGMENT: enum segment_route */
+};
+
+static bool path_has_prefix(const struct http_request *req, const char *prefix, size_t *rest)
+{
+	size_t n = strlen(prefix);
+
+	if (req->path_len <= n || memcmp(req->path, prefix, n) != 0)
+		return false;
+	*rest = n;
+	return true;
+}
+
+/* The tracker route of a path; false when it is none. */
+static bool route_of(const struct http_request *req, struct route *r)
+{
+	size_t rest;
+	int sr;
+
+	memset(r, 0, sizeof(*r));
+	if (path_is(req, "/i") || path_is(req, "/ice.png")) {
+		r->kind = ROUTE_SNOWPLOW_GET;
+		r->protocol = EVENT_PROTOCOL_SNOWPLOW;
+	} else if (path_is(req, "/com.snowplowanalytics.snowplow/tp2")) {
+		r->kind = ROUTE_SNOWPLOW_POST;
+		r->protocol = EVENT_PROTOCOL_SNOWPLOW;
+	} else if (path_is(req, "/v1/m")) {
+		r->kind = ROUTE_SEGMENT_METRICS;
+		r->protocol = EVENT_PROTOCOL_SEGMENT;
+	} else if (path_has_prefix(req, "/v1/", &rest) &&
+	           (sr = segment_route_of(req->path + rest, req->path_len - rest)) >= 0) {
+		r->kind = ROUTE_SEGMENT;
+		r->protocol = EVENT_PROTOCOL_SEGMENT;
+		r->segment_route = sr;
+	} else if (path_is(req, "/beacon/v1/batch")) {
+		r->kind = ROUTE_RUDDERSTACK_BEACON;
+		r->protocol = EVENT_PROTOCOL_RUDDERSTACK;
+		r->segment_route = SEGMENT_BATCH;
+	} else if (path_is(req, "/g/collect")) {
+		r->kind = ROUTE_GA4_COLLECT;
+		r->protocol = EVENT_PROTOCOL_GA4;
+	} else if (path_is(req, "/mp/collect")) {
+		r->kind = ROUTE_GA4_MP;
+		r->protocol = EVENT_PROTOCOL_GA4_MP;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+/* A v4 UUID from the ingest's random state (the Snowplow network user ID). */
+static void mint_uuid(struct ingest *ix, char out[37])
+{
+	uint64_t hi = xorshift128plus(ix->rng), lo = xorshift128plus(ix->rng);
+
+	hi = (hi & ~0xf000ULL) | 0x4000ULL;             /* version 4 */
+	lo = (lo & ~(0xc0ULL << 56)) | (0x80ULL << 56); /* variant 10 */
+	snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(hi >> 32),
+	         (unsigned long long)(hi >> 16 & 0xffff), (unsigned long long)(hi & 0xffff),
+	         (unsigned long long)(lo >> 48), (unsigned long long)(lo & 0xffffffffffffULL));
+}
+
+/* The value of cookie `name` when it is a well-formed ID. */
+static bool cookie_value(const struct http_request *req, const char *name, const char **value,
+                         size_t *len)
+{
+	size_t name_len = strlen(name);
+	const char *p = req->cookie, *end;
+
+	if (!p)
+		return false;
+	end = p + req->cookie_len;
+	while (p < end) {
+		while (p < end && (*p == ' ' || *p == ';'))
+			p++;
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		const char *stop = semi ? semi : end;
+		if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
+		    p[name_len] == '=') {
+			const char *v = p + name_len + 1;
+			size_t n = (size_t)(stop - v);
+			if (n == 0 || n > VISITOR_ID_MAX)
+				return false;
+			for (size_t i = 0; i < n; i++)
+				if (!visitor_id_char(v[i]))
+					return false;
+			*value = v;
+			*len = n;
+			return true;
+		}
+		p = stop;
+	}
+	return false;
+}
+
+/* The nuid parameter of a GET query, when it is a well-formed ID. */
+static bool query_nuid(const struct http_request *req, char *out, size_t cap, size_t *len)
+{
+	const char *q = req->query, *end;
+
+	if (!q)
+		return false;
+	end = q + req->query_len;
+	while (q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+		size_t n = (size_t)(stop - q);
+
+		if (n > 5 && memcmp(q, "nuid=", 5) == 0 && n - 5 <= cap &&
+		    n - 5 <= VISITOR_ID_MAX) {
+			for (size_t i = 5; i < n; i++)
+				if (!visitor_id_char(q[i]))
+					return false;
+			memcpy(out, q + 5, n - 5);
+			*len = n - 5;
+			return true;
+		}
+		q = stop + (amp != NULL);
+	}
+	return false;
+}
+
+/*
+ * Snowplow's network user ID, as the reference collector keeps it: the nuid parameter,
+ * else the cookie, else a new UUID; the events of a request without their own duid take
+ * it as their visitor. SP-Anonymous (and GPC/DNT when honoured): none, and no cookie.
+ */
+static void snowplow_network_user(struct batch *b, const struct http_request *req)
+{
+	const struct config *cfg = b->ix->cfg;
+	const char *v = NULL;
+	size_t len = 0;
+
+	b->br.cookie_visitor_id = NULL;
+	b->br.minted_visitor_id = NULL;
+	b->visitor_id_len = 0;
+	b->br.anonymous = req->sp_anonymous;
+	if (req->sp_anonymous || (cfg->privacy_honor_gpc && req->gpc))
+		return;
+	if (query_nuid(req, b->visitor_id, VISITOR_ID_MAX, &len)) {
+		b->visitor_id_len = len;
+	} else if (cookie_value(req, cfg->snowplow_cookie_name, &v, &len)) {
+		memcpy(b->visitor_id, v, len);
+		b->visitor_id_len = len;
+	} else {
+		mint_uuid(b->ix, b->visitor_id);
+		b->visitor_id_len = 36;
+	}
+	b->visitor_id[b->visitor_id_len] = '\0';
+	b->br.cookie_visitor_id = b->visitor_id;
+	b->br.cookie_visitor_id_len = b->visitor_id_len;
+	b->set_cookie = true;
+}
+
+/* The host of an Origin header ("https://shop.example.com:8443" -> shop.example.com). */
+static bool origin_host(const struct http_request *req, const char **host, size_t *len)
+{
+	const char *o = req->origin, *sep, *end;
+
+	if (o == NULL || req->origin_len == 0)
+		return false;
+	end = o + req->origin_len;
+	sep = memchr(o, ':', req->origin_len);
+	if (sep == NULL || end - sep < 3 || sep[1] != '/' || sep[2] != '/')
+		return false;
+	*host = sep + 3;
+	for (sep = *host; sep < end && *sep != ':' && *sep != '/'; sep++)
+		;
+	*len = (size_t)(sep - *host);
+	return *len > 0;
+}
+
+/* The first configured domain that is the Origin's host or a parent of it, or NULL. */
+static const char *snowplow_cookie_domain(const struct config *cfg, const struct http_request *req)
+{
+	const char *host;
+	size_t host_len;
+
+	if (!origin_host(req, &host, &host_len))
+		return NULL;
+	for (size_t i = 0; i < cfg->snowplow_cookie_domain_count; i++) {
+		const char *d = cfg->snowplow_cookie_domains_list[i];
+		size_t n;
+
+		if (*d == '.')
+			d++;
+		n = strlen(d);
+		if (n == 0 || n > host_len)
+			continue;
+		if (strncasecmp(host + host_len - n, d, n) != 0)
+			continue;
+		if (n == host_len || host[host_len - n - 1] == '.')
+			return cfg->snowplow_cookie_domains_list[i];
+	}
+	return NULL;
+}
+
+static size_t snowplow_cookie_header(const struct config *cfg, const struct http_request *req,
+                                     const struct batch *b, char *out, size_t cap)
+{
+	const char *domain = snowplow_cookie_domain(cfg, req);
+	int w;
+
+	w = snprintf(out, cap,
+	             "Set-Cookie: %s=%.*s; Path=/; Max-Age=31536000%s%s; SameSite=None; Secure; "
+	             "HttpOnly\r\n",
+	             cfg->snowplow_cookie_name, (int)b->visitor_id_len, b->visitor_id,
+	             domain ? "; Domain=" : "", domain ? domain : "");
+	return w > 0 && (size_t)w < cap ? (size_t)w : 0;
+}
+
+static void append_header(char *headers, size_t *len, size_t cap, const char *line)
+{
+	size_t n = strlen(line);
+
+	if (*len + n < cap) {
+		memcpy(headers + *len, line, n);
+		*len += n;
+	}
+}
+
+/* The writeKey parameter of a query, percent-decoded into out. */
+static size_t query_write_key(const struct http_request *req, char *out, size_t cap)
+{
+	const char *q = req->query, *end;
+
+	if (!q)
+		return 0;
+	end = q + req->query_len;
+	while (q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+		size_t n = (size_t)(stop - q), out_len = 0;
+
+		if (n > 9 && memcmp(q, "writeKey=", 9) == 0 &&
+		    url_decode(q + 9, n - 9, out, cap, true, &out_len) == 0)
+			return out_len;
+		q = stop + (amp != NULL);
+	}
+	return 0;
+}
+
+static void protocol_decode(struct ingest *ix, struct batch *b, const struct http_request *req,
+                            const struct route *r, char *err, size_t errlen, int *rc)
+{
+	const struct config *cfg = ix->cfg;
+	const char *body = req->body ? req->body : "";
+	struct protocol_keys ga4_keys = {cfg->ga4_secrets, cfg->ga4_secret_count};
+
+	switch (r->kind) {
+	case ROUTE_SNOWPLOW_GET:
+		if (req->query_len == 0) {
+			*rc = -EINVAL;
+			snprintf(err, errlen, "no event in request");
+			return;
+		}
+		*rc = snowplow_decode_query(req->query, req->query_len, &b->br, &ix->beacon, &b->ev,
+		                            err, errlen);
+		if (*rc == 0)
+			submit(b, &b->ev);
+		return;
+	case ROUTE_SNOWPLOW_POST:
+		*rc = snowplow_decode_post(body, req->body_len, &b->br, &ix->beacon, emit_json,
+		                           reject_json, b, err, errlen);
+		return;
+	case ROUTE_SEGMENT:
+	case ROUTE_RUDDERSTACK_BEACON: {
+		char key[256];
+		size_t key_len = query_write_key(req, key, sizeof(key));
+		struct segment_request sreq = {
+		    .route = (enum segment_route)r->segment_route,
+		    .authorization = req->authorization,
+		    .authorization_len = req->authorization_len,
+		    .query_write_key = key_len ? key : NULL,
+		    .query_write_key_len = key_len,
+		    .segment_keys = {cfg->segment_keys, cfg->segment_key_count},
+		    .rudderstack_keys = {cfg->rudderstack_keys, cfg->rudderstack_key_count},
+		    .rudderstack_route = r->kind == ROUTE_RUDDERSTACK_BEACON,
+		};
+		*rc = segment_decode(body, req->body_len, &sreq, &b->br, &ix->beacon, emit_json,
+		                     reject_json, b, err, errlen);
+		return;
+	}
+	case ROUTE_GA4_COLLECT:
+		*rc = ga4_decode_collect(req->query, req->query_len,
+		                         req->method == HTTP_REQ_POST ? body : NULL, req->body_len,
+		                         &ga4_keys, &b->br, &ix->beacon, emit_json, reject_json, b,
+		                         err, errlen);
+		return;
+	case ROUTE_GA4_MP:
+		*rc = ga4_decode_mp(req->query, req->query_len, body, req->body_len, &ga4_keys,
+		                    &b->br, &ix->beacon, emit_json, reject_json, b, err, errlen);
+		return;
+	case ROUTE_SEGMENT_METRICS:
+		return;
+	}
+}
+
+static void respond_protocol(struct ingest *ix, struct http_conn *conn,
+                             const struct http_request *req, const struct route *r, struct batch *b,
+                             char *headers, size_t headers_len, size_t cap)
+{
+	if (b->full) {
+		respond_batch(ix, conn, req, b, false, headers, headers_len, cap);
+		return;
+	}
+	if (b->accepted == 0 && r->kind != ROUTE_SEGMENT_METRICS) {
+		respond_text(conn, 400, b->rejected ? b->first_reason : "no event in request",
+		             headers, headers_len);
+		return;
+	}
+	switch (r->kind) {
+	case ROUTE_SNOWPLOW_GET:
+	case ROUTE_SNOWPLOW_POST:
+		if (b->set_cookie)
+			headers_len += snowplow_cookie_header(
+			    ix->cfg, req, b, headers + headers_len, cap - headers_len);
+		if (r->kind == ROUTE_SNOWPLOW_POST) {
+			respond(conn, 200, "text/plain; charset=utf-8", "ok", 2, headers,
+			        headers_len);
+			return;
+		}
+		/* http.c sends Cache-Control: no-cache, no-store, must-revalidate with every
+		 * answer, the header Snowplow's collector puts on its pixel. */
+		respond(conn, 200, "image/gif", pixel_gif, sizeof(pixel_gif), headers, headers_len);
+		return;
+	case ROUTE_SEGMENT:
+	case ROUTE_SEGMENT_METRICS:
+	case ROUTE_RUDDERSTACK_BEACON:
+		respond(conn, 200, "application/json", "{\"success\":true}", 16, headers,
+		        headers_len);
+		return;
+	case ROUTE_GA4_COLLECT:
+	case ROUTE_GA4_MP:
+		respond(conn, 204, NULL, NULL, 0, headers, headers_len);
+		return;
+	}
+}
+
+static void handle_protocol(struct ingest *ix, struct http_conn *conn,
+                            const struct http_request *req, const struct route *r)
+{
+	struct batch *tb = &batch_storage;
+	char headers[2048];
+	char ip[64];
+	char err[160] = "";
+	size_t headers_len;
+	bool get_ok = r->kind == ROUTE_SNOWPLOW_GET || r->kind == ROUTE_GA4_COLLECT;
+	bool post_ok = r->kind != ROUTE_SNOWPLOW_GET;
+	int rc = 0;
+
+	headers_len =
+	    cors_headers(ix->cfg, req, req->method == HTTP_REQ_OPTIONS, headers, sizeof(headers));
+	if (req->method == HTTP_REQ_OPTIONS) {
+		respond(conn, 204, NULL, NULL, 0, headers, headers_len);
+		return;
+	}
+	if (!((req->method == HTTP_REQ_GET && get_ok) ||
+	      (req->method == HTTP_REQ_POST && post_ok))) {
+		append_header(headers, &headers_len, sizeof(headers),
+		              get_ok && post_ok ? "Allow: GET, POST, OPTIONS\r\n"
+		              : get_ok          ? "Allow: GET, OPTIONS\r\n"
+		                                : "Allow: POST, OPTIONS\r\n");
+		respond_text(conn, 405, "method not allowed", headers, headers_len);
+		return;
+	}
+	batch_init(tb, ix, req, ip, sizeof(ip));
+	tb->protocol = event_protocol_name(r->protocol);
+	if (r->kind == ROUTE_SNOWPLOW_GET || r->kind == ROUTE_SNOWPLOW_POST) {
+		snowplow_network_user(tb, req);
+	} else {
+		/* The other trackers carry their own visitor IDs, and no cookies cross-site. */
+		tb->br.cookie_visitor_id = NULL;
+		tb->br.minted_visitor_id = NULL;
+	}
+	protocol_decode(ix, tb, req, r, err, sizeof(err), &rc);
+	if (rc < 0) {
+		const char *body = req->body ? req->body : req->query;
+		size_t body_len = req->body ? req->body_len : req->query_len;
+
+		pipeline_abort(ix->pl); /* a request refused whole has nothing in the rings */
+		tb->accepted = 0;
+		memset(tb->accepted_by, 0, sizeof(tb->accepted_by));
+		note_reject(tb, rc, err, body, body_len);
+		if (rc == -EACCES || rc == -E2BIG) {
+			respond_text(conn, rc == -EACCES ? 401 : 413, err, headers, headers_len);
+			return;
+		}
+	}
+	batch_settle(tb);
+	respond_protocol(ix, conn, req, r, tb, headers, headers_len, sizeof(headers));
+}
+
 void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_request *req)
 {
 	struct ingest *ix = ud;
+	struct route route;
 
 	if (path_is(req, "/collect")) {
 		handle_collect(ix, conn, req, false);
 	} else if (path_is(req, "/pixel.gif")) {
 		handle_collect(ix, conn, req, true);
-	} else if (path_is(req, "/healthz")) {
+	} else if (route_of(req, &route)) {
+		handle_protocol(ix, conn, req, &route);
+	} else if (path_is(req, "/healthz") || path_is(req, "/health")) {
 		if (req->method == HTTP_REQ_GET || req->method == HTTP_REQ_HEAD)
 			respond_text(conn, 200, "ok", NULL, 0);
 		else
@@ -544,7 +992,7 @@ void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_requ
 }
 
 void ingest_http_reject(void *ud, int status, const char *reason, const char *peer_ip,
-                        const char *payload, size_t payload_len)
+                        const char *payload, size_t payload_len, size_t target_len)
 {
 	struct ingest *ix = ud;
 	struct timespec ts;
@@ -552,7 +1000,18 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
 	                                          ? METRICS_DL_TOO_LARGE
 	                                          : METRICS_DL_MALFORMED;
 
+	struct http_request target;
+	struct route route;
+	const char *protocol = PROTOCOL_NATIVE;
+
+	/* The request target's path says which protocol the refused request spoke. */
+	memset(&target, 0, sizeof(target));
+	target.path = payload;
+	while (payload != NULL && target.path_len < target_len && payload[target.path_len] != '?')
+		target.path_len++;
+	if (target.path_len > 0 && payload[0] == '/' && route_of(&target, &route))
+		protocol = event_protocol_name(route.protocol);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	pipeline_dead_letter(ix->pl, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, cls, reason,
-	                     PROTOCOL_NATIVE, peer_ip, payload, payload_len);
+	                     protocol, peer_ip, payload, payload_len);
 }

@@ -199,7 +199,7 @@ static size_t datagram_pass(struct ingest_udp *u, struct held_datagram *d, bool 
 			pass_line(&p, line, n);
 	}
 	if (p.submitted)
-		pipeline_commit(u->ix->pl);
+		metrics_protocol_events_in(EVENT_PROTOCOL_NATIVE, pipeline_commit(u->ix->pl));
 	d->taken += p.submitted;
 	u->beacons_taken += p.submitted;
 	d->decoded = true;

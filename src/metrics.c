@@ -24,6 +24,8 @@
  */
 #include "clickd/metrics.h"
 
+#include "clickd/event.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -87,7 +89,7 @@ static const char *const dead_letter_labels[METRICS_DL__COUNT] = {
 static const char *const sink_labels[METRICS_SINK__COUNT] = {"file", "kafka"};
 
 /* The statuses clickd answers with; anything else is counted as "other". */
-static const int known_statuses[] = {200, 204, 400, 403, 404, 405, 408, 411,
+static const int known_statuses[] = {200, 204, 400, 401, 403, 404, 405, 408, 411,
                                      413, 414, 415, 431, 500, 501, 503, 505};
 #define STATUS_SLOTS (sizeof(known_statuses) / sizeof(known_statuses[0]) + 1)
 
@@ -103,7 +105,9 @@ enum cell {
 	CELL_SINK_OUT = CELL_DEAD_LETTERS + METRICS_DL__COUNT,
 	CELL_SINK_FAILED = CELL_SINK_OUT + SINK_CELLS,
 	CELL_SESSIONS_ENDED = CELL_SINK_FAILED + SINK_CELLS,
-	CELL_HISTOGRAMS = CELL_SESSIONS_ENDED + METRICS_SESSION_END_REASONS,
+	CELL_PROTOCOL_EVENTS = CELL_SESSIONS_ENDED + METRICS_SESSION_END_REASONS,
+	CELL_PROTOCOL_DEAD_LETTERS = CELL_PROTOCOL_EVENTS + EVENT_PROTOCOL__COUNT,
+	CELL_HISTOGRAMS = CELL_PROTOCOL_DEAD_LETTERS + EVENT_PROTOCOL__COUNT,
 	CELL__COUNT = CELL_HISTOGRAMS + HIST__COUNT * HIST_CELLS
 };
 
@@ -253,6 +257,27 @@ void metrics_http_status(int status)
 void metrics_dead_letter(enum metrics_dead_letter_reason reason)
 {
 	cell_add(CELL_DEAD_LETTERS + (size_t)reason, 1);
+}
+
+void metrics_protocol_events_in(int protocol, uint64_t n)
+{
+	if (protocol >= 0 && protocol < EVENT_PROTOCOL__COUNT)
+		cell_add(CELL_PROTOCOL_EVENTS + (size_t)protocol, n);
+}
+
+uint64_t metrics_protocol_events_in_get(int protocol)
+{
+	if (protocol < 0 || protocol >= EVENT_PROTOCOL__COUNT)
+		return 0;
+	return cell_sum(CELL_PROTOCOL_EVENTS + (size_t)protocol);
+}
+
+void metrics_protocol_dead_letter(const char *protocol)
+{
+	int p = event_protocol_of(protocol);
+
+	if (p >= 0)
+		cell_add(CELL_PROTOCOL_DEAD_LETTERS + (size_t)p, 1);
 }
 
 void metrics_sink_out(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n)
@@ -483,6 +508,20 @@ static void render_counters(struct text *t)
 	              "Beacons written to the dead-letter output, by reason class.");
 	render_labelled(t, "clickd_dead_letters_total", "reason", dead_letter_labels,
 	                METRICS_DL__COUNT, CELL_DEAD_LETTERS);
+	{
+		const char *protocols[EVENT_PROTOCOL__COUNT];
+
+		for (int p = 0; p < EVENT_PROTOCOL__COUNT; p++)
+			protocols[p] = event_protocol_name((enum event_protocol)p);
+		render_header(t, "clickd_protocol_events_in_total", "counter",
+		              "Events accepted, by the protocol they arrived in.");
+		render_labelled(t, "clickd_protocol_events_in_total", "protocol", protocols,
+		                EVENT_PROTOCOL__COUNT, CELL_PROTOCOL_EVENTS);
+		render_header(t, "clickd_protocol_dead_letters_total", "counter",
+		              "Dead letters, by the protocol of the request they came from.");
+		render_labelled(t, "clickd_protocol_dead_letters_total", "protocol", protocols,
+		                EVENT_PROTOCOL__COUNT, CELL_PROTOCOL_DEAD_LETTERS);
+	}
 	render_sink_family(t, "clickd_records_out_total",
 	                   "Records a sink has taken for good (file: written; kafka: delivered).",
 	                   CELL_SINK_OUT);

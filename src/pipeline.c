@@ -189,6 +189,7 @@ void pipeline_dead_letter(struct pipeline *pl, int64_t received_at_ms,
 	int rc;
 
 	metrics_dead_letter(reason_class);
+	metrics_protocol_dead_letter(protocol);
 	if (len < 0) {
 		log_dead_letter_failure(pl, len);
 		return;
@@ -213,6 +214,8 @@ enum metrics_dead_letter_reason pipeline_reason_class(int code)
 		return METRICS_DL_TOO_LARGE;
 	case -ENOTSUP:
 		return METRICS_DL_UNSUPPORTED;
+	case -EACCES:
+		return METRICS_DL_UNAUTHORIZED;
 	}
 	return METRICS_DL_MALFORMED;
 }

@@ -242,6 +242,32 @@ static void out_event_field(struct json_out *o, const struct event *ev, enum eve
 }
 
 /*
+ * A field holding JSON text (event_field_is_json): written as it is, since decoders store
+ * only compact JSON of their own making (protocols/json.c). As a last guard against a
+ * decoder's bug, text that does not even open and close like an object or array, or that
+ * holds a byte below 0x20 (compact JSON never does), is written as a string instead, so
+ * the record stays valid JSON.
+ */
+static void out_event_json_field(struct json_out *o, const struct event *ev, enum event_field f)
+{
+	size_t len;
+	const char *s = event_get(ev, f, &len);
+	bool shaped;
+
+	if (s == NULL)
+		return;
+	shaped =
+	    len >= 2 && ((s[0] == '{' && s[len - 1] == '}') || (s[0] == '[' && s[len - 1] == ']'));
+	for (size_t i = 0; shaped && i < len; i++)
+		shaped = (unsigned char)s[i] >= 0x20;
+	out_key_n(o, event_keys[f].name, event_keys[f].len);
+	if (shaped)
+		out_bytes(o, s, len);
+	else
+		out_string(o, s, len);
+}
+
+/*
  * The shortest "%.*g" that reads back as the same double (15 digits are always exact for
  * short decimals like 19.99; 17 always round-trip). snprintf follows LC_NUMERIC, so a
  * locale decimal comma is turned back into a point. Caller has excluded NaN and infinity,
@@ -421,6 +447,9 @@ int record_event_json(const struct event *ev, char *buf, size_t cap)
 	out_key(&o, "is_bot");
 	out_cstr(&o, ev->is_bot ? "true" : "false");
 	out_event_field(&o, ev, EF_PROTOCOL);
+	out_event_field(&o, ev, EF_CLIENT_SESSION_ID);
+	out_event_json_field(&o, ev, EF_PROPERTIES);
+	out_event_json_field(&o, ev, EF_CONTEXTS);
 	out_char(&o, '}');
 	return out_finish(&o);
 }

@@ -54,7 +54,9 @@ struct beacon_request {
 	                                  beacon has no vid and no cookie; NULL: never mint */
 	size_t minted_visitor_id_len;
 	bool gpc;             /* the request carried Sec-GPC: 1 or DNT: 1 */
-	const char *protocol; /* "native" */
+	bool anonymous;       /* the tracker asks for anonymity (Snowplow's SP-Anonymous):
+	                         no IP, no cookie visitor, nothing minted */
+	const char *protocol; /* "native", "snowplow", ... (EVENT_PROTOCOLS) */
 };
 
 /* Decodes one beacon given as a query string (the part after '?', or one line of a
@@ -89,6 +91,15 @@ typedef void (*beacon_reject_fn)(void *ud, int code, const char *payload, size_t
 int beacon_decode_json(const char *body, size_t len, const struct beacon_request *req,
                        const struct beacon_options *opt, beacon_emit_fn emit,
                        beacon_reject_fn reject, void *ud, char *err, size_t errlen);
+
+/* The enrichment every protocol shares, for a decoder (src/protocols/) that has filled
+ * *ev (event_init, received_at_ms, its own fields): when visitor_id is absent, the
+ * request's cookie visitor or a minted one (not under GPC/anonymous); UTM tags, click ID
+ * and affiliate ID from the page URL (fields already set win); referrer_host;
+ * source/medium by CONTRACTS.md's rules; the IP; the user agent and is_bot;
+ * req->protocol. Returns 0, or -ENOSPC with err filled when the arena is full. */
+int beacon_finish(struct event *ev, const struct beacon_request *req,
+                  const struct beacon_options *opt, char *err, size_t errlen);
 
 /* Writes the anonymised form of a textual IP into out (IPv4: last octet 0; IPv6: all
  * but the first 48 bits zero). Returns its length, or -EINVAL when ip is not an IP. */

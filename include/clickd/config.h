@@ -26,6 +26,14 @@ struct config_cidr {
 	int prefix_bits;
 };
 
+/* A credential of a tracker protocol (segment.write_keys, rudderstack.write_keys,
+ * ga4.api_secrets), as the decoders of protocols.h read it. */
+struct config_credential {
+	char id[128];
+	char secret[128];
+	char app_id[128];
+};
+
 struct config {
 	char log_level[16];
 
@@ -103,6 +111,12 @@ struct config {
 	int64_t rollups_grace_s;
 	int64_t rollups_max_keys_per_minute;
 
+	char snowplow_cookie_name[64];
+	char snowplow_cookie_domains[CONFIG_STR_MAX];
+	char segment_write_keys[4096];
+	char rudderstack_write_keys[4096];
+	char ga4_api_secrets[4096];
+
 	/* [kafka.producer]: handed to librdkafka as they are. Owned by the struct. */
 	size_t producer_count;
 	char *producer_keys[CONFIG_MAX_PRODUCER_PROPS];
@@ -118,6 +132,16 @@ struct config {
 	char conversion_events[CONFIG_MAX_LIST][256];
 	size_t affiliate_param_count; /* attribution.affiliate_params, split, in order */
 	char affiliate_params[CONFIG_MAX_LIST][256];
+	size_t snowplow_cookie_domain_count; /* snowplow.cookie_domains, split, in order */
+	char snowplow_cookie_domains_list[CONFIG_MAX_LIST][256];
+	/* segment.write_keys, rudderstack.write_keys ({"", key, app_id}) and
+	 * ga4.api_secrets ({measurement_id, secret, app_id}), parsed. */
+	size_t segment_key_count;
+	struct config_credential segment_keys[CONFIG_MAX_LIST];
+	size_t rudderstack_key_count;
+	struct config_credential rudderstack_keys[CONFIG_MAX_LIST];
+	size_t ga4_secret_count;
+	struct config_credential ga4_secrets[CONFIG_MAX_LIST];
 };
 
 /* Fills *cfg: defaults, then `path` (may be NULL), then each "section.key=value" of

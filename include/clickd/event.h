@@ -56,7 +56,10 @@ enum event_type {
 	X(CURRENCY, "currency")                                                                    \
 	X(IP, "ip")                                                                                \
 	X(USER_AGENT, "user_agent")                                                                \
-	X(PROTOCOL, "protocol")
+	X(PROTOCOL, "protocol")                                                                    \
+	X(CLIENT_SESSION_ID, "client_session_id")                                                  \
+	X(PROPERTIES, "properties")                                                                \
+	X(CONTEXTS, "contexts")
 
 enum event_field {
 #define EVENT_FIELD_ENUM(id, json) EF_##id,
@@ -90,6 +93,36 @@ struct event {
 };
 
 #define EVENT_TIME_ABSENT INT64_MIN
+
+/* The fields that hold JSON text (an object or array) instead of a string: records write
+ * them as they are, so a decoder stores only what protocol_json_write produced (compact,
+ * valid JSON, valid UTF-8). A record writes any other field as a JSON string. */
+static inline bool event_field_is_json(int f)
+{
+	return f == EF_PROPERTIES || f == EF_CONTEXTS;
+}
+
+/* The protocols an event can arrive in (its `protocol` field, and the label of the
+ * clickd_protocol_* metrics). */
+#define EVENT_PROTOCOLS(X)                                                                         \
+	X(NATIVE, "native")                                                                        \
+	X(SNOWPLOW, "snowplow")                                                                    \
+	X(SEGMENT, "segment")                                                                      \
+	X(RUDDERSTACK, "rudderstack")                                                              \
+	X(GA4, "ga4")                                                                              \
+	X(GA4_MP, "ga4_mp")
+
+enum event_protocol {
+#define EVENT_PROTOCOL_ENUM(id, name) EVENT_PROTOCOL_##id,
+	EVENT_PROTOCOLS(EVENT_PROTOCOL_ENUM)
+#undef EVENT_PROTOCOL_ENUM
+	    EVENT_PROTOCOL__COUNT
+};
+
+/* "native", "snowplow", ...; "?" out of range. */
+const char *event_protocol_name(enum event_protocol p);
+/* The protocol named `name` (NUL-terminated), or -1. */
+int event_protocol_of(const char *name);
 
 /* Resets `ev` to an empty event (all fields absent, arena empty). */
 void event_init(struct event *ev);

@@ -55,8 +55,11 @@ struct http_request {
 	size_t forwarded_for_len;
 	const char *cors_request_headers;
 	size_t cors_request_headers_len;
-	bool gpc;        /* Sec-GPC: 1 or DNT: 1 */
-	bool keep_alive; /* the client allows another request on the connection */
+	const char *authorization; /* Segment/RudderStack write keys (Basic auth) */
+	size_t authorization_len;
+	bool gpc;          /* Sec-GPC: 1 or DNT: 1 */
+	bool sp_anonymous; /* SP-Anonymous present (Snowplow's anonymous tracking) */
+	bool keep_alive;   /* the client allows another request on the connection */
 	const struct sockaddr_storage *peer;
 	const char *peer_ip;    /* textual peer address */
 	int64_t received_at_ms; /* wall clock when the request's last bytes were read */
@@ -88,7 +91,7 @@ typedef int (*http_reqparser_request_fn)(void *ud, struct http_request *req);
 /* Called when a request's headers say "Expect: 100-continue" and its body may come. */
 typedef void (*http_reqparser_continue_fn)(void *ud);
 
-#define HTTP_REQPARSER_HEADERS 9 /* the headers clickd reads (http.c) */
+#define HTTP_REQPARSER_HEADERS 11 /* the headers clickd reads (http.c) */
 
 struct http_reqparser_span {
 	uint32_t off;
@@ -189,9 +192,11 @@ struct http_conn;
 typedef void (*http_handler_fn)(void *ud, struct http_conn *conn, const struct http_request *req);
 
 /* Called with a limit violation or a protocol error before the request reaches the
- * handler, to dead-letter it (may be NULL). payload is what was received of it. */
+ * handler, to dead-letter it (may be NULL). payload is what was received of it; its first
+ * target_len bytes are the request target (path and query) when they are known, else
+ * target_len is 0. */
 typedef void (*http_reject_fn)(void *ud, int status, const char *reason, const char *peer_ip,
-                               const char *payload, size_t payload_len);
+                               const char *payload, size_t payload_len, size_t target_len);
 
 struct http_limits {
 	size_t max_connections;

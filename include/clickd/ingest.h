@@ -34,7 +34,7 @@ void ingest_reconfigure(struct ingest *ix, const struct config *cfg);
 /* http_handler_fn / http_reject_fn for the collect listener; ud is the struct ingest. */
 void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_request *req);
 void ingest_http_reject(void *ud, int status, const char *reason, const char *peer_ip,
-                        const char *payload, size_t payload_len);
+                        const char *payload, size_t payload_len, size_t target_len);
 
 /* Resolves the client IP of a request: the peer, or, when the peer is a trusted proxy,
  * the right-most X-Forwarded-For address that is not one. Writes it into out. */

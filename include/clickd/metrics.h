@@ -100,7 +100,11 @@
 	X(SPOOL_CORRUPT_FRAMES, "clickd_spool_corrupt_frames_total",                               \
 	  "Corrupt regions of spool segments skipped on replay (their records are lost).")         \
 	X(SPOOL_TORN_TAILS_CUT, "clickd_spool_torn_tails_cut_total",                               \
-	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")
+	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")       \
+	X(PROTOCOL_JSON_DROPPED, "clickd_protocol_json_dropped_total",                             \
+	  "Contexts or properties of tracker events left out of their event because its string "   \
+	  "arena (8 KiB with the URL, referrer and user agent) could not hold them; the event "    \
+	  "itself was kept.")
 
 /* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
  * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */
@@ -194,7 +198,8 @@ enum metrics_histogram {
 	X(MALFORMED, "malformed")                                                                  \
 	X(NOT_UTF8, "not_utf8")                                                                    \
 	X(TOO_LARGE, "too_large")                                                                  \
-	X(UNSUPPORTED, "unsupported")
+	X(UNSUPPORTED, "unsupported")                                                              \
+	X(UNAUTHORIZED, "unauthorized")
 
 enum metrics_dead_letter_reason {
 #define METRICS_DL_ENUM(id, label) METRICS_DL_##id,
@@ -217,6 +222,13 @@ void metrics_session_ended(int reason, uint64_t n);
 void metrics_http_status(int status);
 /* clickd_dead_letters_total{reason="..."}. */
 void metrics_dead_letter(enum metrics_dead_letter_reason reason);
+/* clickd_protocol_events_in_total{protocol}: events accepted, by protocol (p is an enum
+ * event_protocol; clickd_events_in_total counts them all). */
+void metrics_protocol_events_in(int protocol, uint64_t n);
+uint64_t metrics_protocol_events_in_get(int protocol);
+/* clickd_protocol_dead_letters_total{protocol}: dead letters by the protocol named (an
+ * EVENT_PROTOCOLS name; another name is not counted here). */
+void metrics_protocol_dead_letter(const char *protocol);
 /* clickd_records_out_total{sink,stream}: records the sink has taken for good (file:
  * written; Kafka: delivery report said delivered). */
 void metrics_sink_out(enum metrics_sink_kind sink, enum sink_stream stream, uint64_t n);

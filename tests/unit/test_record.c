@@ -256,6 +256,17 @@ Test(record, answers_enospc_when_the_buffer_is_too_small)
 	cr_assert_eq(record_event_json(&ev, buf, (size_t)n), -ENOSPC);
 }
 
+Test(record, json_fields_are_written_as_json_and_bad_ones_as_strings)
+{
+	event_init(&ev);
+	ev.received_at_ms = 1795426286123;
+	set(EF_PROPERTIES, "{\"a\":[1,\"x\"]}");
+	set(EF_CONTEXTS, "{\"broken\"");
+	event_json();
+	cr_assert(strstr(buf, ",\"properties\":{\"a\":[1,\"x\"]}") != NULL, "%s", buf);
+	cr_assert(strstr(buf, ",\"contexts\":\"{\\\"broken\\\"\"") != NULL, "%s", buf);
+}
+
 Test(record, a_full_arena_of_control_characters_fits_the_max_size)
 {
 	static char junk[EVENT_ARENA_BYTES];
@@ -268,7 +279,7 @@ Test(record, a_full_arena_of_control_characters_fits_the_max_size)
 		size_t n = per;
 		if (f == EF_SESSION_ID || f == EF_CHANNEL)
 			continue;
-		if (f == EF_PROTOCOL) /* the last decoded field takes what is left */
+		if (f == EF_CONTEXTS) /* the last decoded field takes what is left */
 			n = decoded - used;
 		cr_assert_eq(event_set(&ev, (enum event_field)f, junk, n), 0, "field %d", f);
 		used += n;

@@ -5,7 +5,11 @@
 // SPEC: {"modules": node_modules dir (browser.sh install), "chromium": "/usr/bin/chromium",
 //        "collector": "http://127.0.0.1:PORT" (clickd) or "capture" (a stub collector in
 //        this process that answers as TRACKERS.md says and records every request, preflights
-//        included), "visits": [{"tracker", "query", "referer", "tag"}], "timeout_ms"}
+//        included), "visits": [{"tracker", "query", "referer", "tag"}], "timeout_ms",
+//        "fail_first": N (optional: a fault proxy between the browser and the collector
+//        forwards every request but answers the first N POSTs 503 with Retry-After: 1, as a
+//        load balancer does whose upstream answer was lost; the tracker must re-send, the
+//        collector then sees those events twice and must keep them once)}
 // Prints one JSON object: per visit the collector requests the browser made (method, URL,
 // status, headers, body), failed requests, page errors, the tracker's queue left in
 // localStorage, and in capture mode the stub's raw log.
@@ -98,10 +102,58 @@ const stub = http.createServer((req, res) => {
   });
 });
 
+// The fault proxy (spec.fail_first): forwards everything, answers the first N POSTs 503.
+let failuresLeft = spec.fail_first || 0;
+const proxyLog = [];
+function proxyTo(target) {
+  return http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const up = http.request(new URL(req.url, target), { method: req.method,
+                                                          headers: req.headers }, (ur) => {
+        const back = [];
+        ur.on("data", (c) => back.push(c));
+        ur.on("end", () => {
+          const fail = req.method === "POST" && failuresLeft > 0;
+          if (fail)
+            failuresLeft--;
+          proxyLog.push({ method: req.method, url: req.url, upstream: ur.statusCode,
+                          answered: fail ? 503 : ur.statusCode });
+          if (fail) {
+            const h = { "Retry-After": "1", "Content-Type": "text/plain" };
+            for (const k of ["access-control-allow-origin", "access-control-allow-credentials",
+                             "vary"])
+              if (ur.headers[k])
+                h[k] = ur.headers[k];
+            res.writeHead(503, h);
+            res.end("busy, retry later");
+          } else {
+            res.writeHead(ur.statusCode, ur.headers);
+            res.end(Buffer.concat(back));
+          }
+        });
+      });
+      up.on("error", (e) => {
+        proxyLog.push({ method: req.method, url: req.url, error: e.message });
+        res.writeHead(502);
+        res.end();
+      });
+      up.end(body);
+    });
+  });
+}
+
 const pagePort = await listen(pageServer);
 let collector = spec.collector;
 if (collector === "capture")
   collector = "http://127.0.0.1:" + (await listen(stub));
+let proxy = null;
+if (spec.fail_first) {
+  proxy = proxyTo(collector);
+  collector = "http://127.0.0.1:" + (await listen(proxy));
+}
 const collectorOrigin = new URL(collector).origin;
 
 const browser = await chromium.launch({
@@ -205,4 +257,7 @@ for (const visit of spec.visits) {
 await browser.close();
 pageServer.close();
 stub.close();
-process.stdout.write(JSON.stringify({ collector, results, stub_log: stubLog }, null, 1) + "\n");
+if (proxy)
+  proxy.close();
+process.stdout.write(JSON.stringify({ collector, results, stub_log: stubLog,
+                                      proxy_log: proxyLog }, null, 1) + "\n");

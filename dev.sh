@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 RUN_DEPS=(build-essential cmake pkg-config libuv1-dev librdkafka-dev libzstd-dev zlib1g-dev libxxhash-dev
 	libhttp-parser-dev libyajl-dev libinih-dev libsystemd-dev libcriterion-dev)
 TEST_DEPS=(python3 zstd curl kcat clang libclang-rt-14-dev clang-format openjdk-17-jre-headless
-	maven wrk nginx-light systemd procps python3-prometheus-client)
+	maven wrk nginx-light systemd procps python3-prometheus-client chromium)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 need_packages() {
@@ -41,6 +41,13 @@ build() { # build DIR [cmake args...]
 	cmake --build "$dir" -j"$JOBS"
 }
 
+# Node.js and npm run the real JavaScript trackers in the browser tests (tests/browser): the
+# machine's own when it has them (any Node >= 18), else Debian's.
+need_node() {
+	command -v node >/dev/null && command -v npm >/dev/null && return 0
+	need_packages nodejs npm
+}
+
 format_check() {
 	local files
 	files=$(git ls-files 'src/*.c' 'src/*.h' 'include/*.h' 'tests/*.c' 2>/dev/null || true)
@@ -54,6 +61,7 @@ cmd=${1:-}
 case "$cmd" in
 deps)
 	need_packages "${RUN_DEPS[@]}" "${TEST_DEPS[@]}"
+	need_node
 	;;
 build)
 	need_packages "${RUN_DEPS[@]}"
@@ -70,6 +78,7 @@ format-check)
 	;;
 test)
 	need_packages "${RUN_DEPS[@]}" "${TEST_DEPS[@]}"
+	need_node
 	format_check
 	echo "== gcc build, -Werror: unit, integration and real-Kafka tests" >&2
 	build build

@@ -206,12 +206,14 @@ for (const visit of spec.visits) {
     inflight.add(r);
     lastActivity = Date.now();
   });
-  const settle = async (r, failure) => {
-    if (!r.url().startsWith(collectorOrigin))
+  // A request is settled by its response (or its failure), not by "requestfinished":
+  // Chromium does not report the end of a keepalive fetch whose answer says no-store
+  // (Segment's), though the page has its answer.
+  const settle = async (r, resp, failure) => {
+    if (!r.url().startsWith(collectorOrigin) || !inflight.has(r))
       return;
     inflight.delete(r);
     lastActivity = Date.now();
-    const resp = failure ? null : await r.response().catch(() => null);
     requests.push({
       method: r.method(), url: r.url(), status: resp ? resp.status() : null,
       failure: failure ? (r.failure() || {}).errorText || "failed" : null,
@@ -219,8 +221,8 @@ for (const visit of spec.visits) {
       body: r.postData(),
     });
   };
-  page.on("requestfinished", (r) => settle(r, false));
-  page.on("requestfailed", (r) => settle(r, true));
+  page.on("response", (resp) => settle(resp.request(), resp, false));
+  page.on("requestfailed", (r) => settle(r, null, true));
 
   const q = new URLSearchParams(visit.query || "");
   q.set("tracker", visit.tracker);
@@ -251,7 +253,7 @@ for (const visit of spec.visits) {
     errors.push("driver: " + e.message);
   }
   results.push({ ...visit, page_url: url, requests, errors, queue_left: left,
-                 timed_out: timedOut });
+                 timed_out: timedOut, in_flight: [...inflight].map((r) => r.method() + " " + r.url()) });
   await context.close();
 }
 await browser.close();

@@ -9,6 +9,9 @@
 #include "clickd/config.h"
 
 #include "clickd/beacon.h"
+#include "clickd/http.h"
+#include "clickd/ingest.h"
+#include "clickd/redirect.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -66,8 +69,9 @@ static const struct option options[] = {
      "Comma-separated origins allowed for CORS (scheme://host[:port]); * allows any. The "
      "allowed origin is echoed, never a literal *. Empty: no CORS headers."},
     {"http.trusted_proxies", STR(http_trusted_proxies), "", 0, 0, NULL, true,
-     "Comma-separated CIDRs (10.0.0.0/8, ::1/128) whose X-Forwarded-For is believed; "
-     "the client IP is the right-most address not in this list."},
+     "Comma-separated CIDRs (10.0.0.0/8, ::1/128) whose client IP header "
+     "(http.real_ip_header) is believed; with X-Forwarded-For the client IP is the "
+     "right-most address not in this list."},
     {"http.cookie_name", STR(http_cookie_name), "clickd_vid", 0, 0, NULL, true,
      "Name of the first-party visitor cookie set when a beacon has no vid."},
     {"http.cookie_domain", STR(http_cookie_domain), "", 0, 0, NULL, true,
@@ -77,6 +81,34 @@ static const struct option options[] = {
      "balancer: browsers send it cross-site) or SameSite=Lax (false, plain HTTP)."},
     {"http.cookie_max_age_s", INT(http_cookie_max_age_s), "34128000", 0, 63072000, NULL, true,
      "Max-Age of the visitor cookie (default 395 days); 0: a session cookie."},
+    {"http.gzip_max_ratio", INT(http_gzip_max_ratio), "100", 1, 10000, NULL, true,
+     "A POST body sent with Content-Encoding: gzip is decompressed before it is decoded, "
+     "up to http.max_body_bytes and up to this many times its compressed size, whichever "
+     "is less; past either (a gzip bomb): 413 and a dead letter. A body that is not gzip: "
+     "400. Content-Encoding other than gzip, x-gzip or identity (br, deflate, compress): "
+     "415."},
+    {"http.path_aliases", STR(http_path_aliases), "", 0, 0, NULL, true,
+     "Comma-separated alias:route pairs serving a collect route on a path of the site's "
+     "own, which ad blockers do not know, e.g. /t/p:/collect, /x/i:/i, /a/v1:/v1. An "
+     "alias to a route (/collect, /pixel.gif, /r, /i, /ice.png, "
+     "/com.snowplowanalytics.snowplow/tp2, /v1/<type>, /v1/m, /beacon/v1/batch, "
+     "/g/collect, /mp/collect) is an exact path; an alias to /v1 is a prefix (/a/v1/t is "
+     "/v1/t). Answers, metrics and dead letters are the route's. A target that is no "
+     "route, an alias given twice, or an alias that is itself a route (or has routes "
+     "below it, for a prefix) stops clickd at start."},
+    {"http.redirect_allow", STR(http_redirect_allow), "", 0, 0, NULL, true,
+     "Comma-separated hosts the click redirect GET /r?u=<url> may send to (302); "
+     "*.example.com allows every subdomain of example.com (not example.com itself). The "
+     "target must be an absolute http or https URL of printable ASCII without user info; "
+     "any other target: 400 and a dead letter, never a redirect. Empty: /r answers 403 "
+     "and records nothing."},
+    {"http.real_ip_header", ENUM(http_real_ip_header), "x-forwarded-for", 0, 0,
+     "x-forwarded-for|x-real-ip|cf-connecting-ip|true-client-ip|fastly-client-ip", true,
+     "The header the client IP is read from, only when the peer is in "
+     "http.trusted_proxies. x-forwarded-for: the right-most address not a trusted proxy; "
+     "the others hold one address, set by the proxy or CDN in front. A missing, repeated "
+     "or malformed value falls back to the peer address "
+     "(clickd_http_real_ip_fallback_total)."},
 
     {"udp.listen", ADDR(udp_listen), "127.0.0.1:8125", 0, 0, NULL, false,
      "UDP collect listener, host:port; empty disables UDP."},
@@ -680,6 +712,19 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
+	if (path_alias_parse(cfg->http_path_aliases, "http.path_aliases", ingest_route_kind,
+	                     cfg->path_aliases, CONFIG_MAX_LIST, &cfg->path_alias_count, err,
+	                     errlen) < 0)
+		return -EINVAL;
+	if (redirect_allow_parse(cfg->http_redirect_allow, "http.redirect_allow",
+	                         cfg->redirect_allow, CONFIG_MAX_LIST, &cfg->redirect_allow_count,
+	                         err, errlen) < 0)
+		return -EINVAL;
+	cfg->real_ip_header = -1;
+	for (int i = 0; i < HTTP_IP_HEADER__COUNT; i++)
+		if (strcmp(cfg->http_real_ip_header, http_ip_header_name((enum http_ip_header)i)) ==
+		    0)
+			cfg->real_ip_header = i;
 	if (cfg->http_cookie_name[0] == '\0' ||
 	    strpbrk(cfg->http_cookie_name, " ;,=\t\"") != NULL) {
 		fmt_err(err, errlen, "http.cookie_name: '%s' is not a cookie name",

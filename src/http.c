@@ -59,11 +59,18 @@ enum header_id {
 	HDR_EXPECT,
 	HDR_AUTHORIZATION,
 	HDR_SP_ANONYMOUS,
+	HDR_CONTENT_ENCODING,
+	HDR_X_REAL_IP, /* HDR_X_REAL_IP + enum http_ip_header: the single-address IP headers */
+	HDR_CF_CONNECTING_IP,
+	HDR_TRUE_CLIENT_IP,
+	HDR_FASTLY_CLIENT_IP,
 	HDR__COUNT,
 	HDR_NONE = -1
 };
 
 _Static_assert(HDR__COUNT == HTTP_REQPARSER_HEADERS, "http.h sizes the header table");
+_Static_assert(HDR_FASTLY_CLIENT_IP - HDR_X_REAL_IP == HTTP_IP_FASTLY_CLIENT_IP,
+               "the IP headers follow enum http_ip_header");
 
 static const char *const header_names[HDR__COUNT] = {
     [HDR_ORIGIN] = "origin",
@@ -77,6 +84,11 @@ static const char *const header_names[HDR__COUNT] = {
     [HDR_EXPECT] = "expect",
     [HDR_AUTHORIZATION] = "authorization",
     [HDR_SP_ANONYMOUS] = "sp-anonymous",
+    [HDR_CONTENT_ENCODING] = "content-encoding",
+    [HDR_X_REAL_IP] = "x-real-ip",
+    [HDR_CF_CONNECTING_IP] = "cf-connecting-ip",
+    [HDR_TRUE_CLIENT_IP] = "true-client-ip",
+    [HDR_FASTLY_CLIENT_IP] = "fastly-client-ip",
 };
 
 struct outbuf {
@@ -153,6 +165,8 @@ const char *http_status_text(int status)
 		return "OK";
 	case 204:
 		return "No Content";
+	case 302:
+		return "Found";
 	case 400:
 		return "Bad Request";
 	case 403:
@@ -339,6 +353,11 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
+const char *http_ip_header_name(enum http_ip_header h)
+{
+	return (unsigned)h < HTTP_IP_HEADER__COUNT ? header_names[HDR_X_REAL_IP + h] : "?";
+}
+
 static int header_lookup(const char *name, size_t len)
 {
 	for (int i = 0; i < HDR__COUNT; i++)
@@ -397,6 +416,7 @@ static int header_value_begins(struct http_reqparser *p)
 	}
 	if (p->cur_header == HDR_FORWARDED_FOR)
 		return forwarded_for_continue(p, s);
+	s->repeated = true;
 	p->cur_header = HDR_NONE; /* any other repeated header: the first one wins */
 	return 0;
 }
@@ -501,6 +521,14 @@ static int on_message_complete(http_parser *hp)
 	header_out(p, HDR_CORS_REQUEST_HEADERS, &r->cors_request_headers,
 	           &r->cors_request_headers_len);
 	header_out(p, HDR_AUTHORIZATION, &r->authorization, &r->authorization_len);
+	header_out(p, HDR_CONTENT_ENCODING, &r->content_encoding.value, &r->content_encoding.len);
+	r->content_encoding.repeated = p->headers[HDR_CONTENT_ENCODING].repeated;
+	for (int i = 0; i < HTTP_IP_HEADER__COUNT; i++) {
+		struct http_header_value *v = &r->ip_headers[i];
+
+		header_out(p, (enum header_id)(HDR_X_REAL_IP + i), &v->value, &v->len);
+		v->repeated = p->headers[HDR_X_REAL_IP + i].repeated;
+	}
 	r->gpc = header_is(p, HDR_SEC_GPC, "1") || header_is(p, HDR_DNT, "1");
 	r->sp_anonymous = p->headers[HDR_SP_ANONYMOUS].seen;
 	r->keep_alive = http_should_keep_alive(hp) != 0;

@@ -13,14 +13,17 @@
  */
 #include "clickd/ingest.h"
 
+#include "clickd/gunzip.h"
 #include "clickd/log.h"
 #include "clickd/net.h"
 #include "clickd/protocols.h"
+#include "clickd/redirect.h"
 #include "clickd/url.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
@@ -178,7 +181,25 @@ void ingest_client_ip(const struct config *cfg, const struct http_request *req, 
 	size_t left = req->forwarded_for_len;
 
 	snprintf(out, cap, "%s", req->peer_ip);
-	if (!list || !config_is_trusted_proxy(cfg, (const struct sockaddr *)req->peer))
+	if (!config_is_trusted_proxy(cfg, (const struct sockaddr *)req->peer))
+		return;
+	if (cfg->real_ip_header >= 0 && cfg->real_ip_header < HTTP_IP_HEADER__COUNT) {
+		/* One address, set by the proxy or CDN in front: a proxy that appends instead
+		 * of replacing (the header twice) leaves no way to tell which one it set. */
+		const struct http_header_value *h = &req->ip_headers[cfg->real_ip_header];
+		const char *v = h->value;
+		size_t n = h->len;
+
+		if (v)
+			trim(&v, &n);
+		if (!v || h->repeated || !parse_ip(v, n, &hop)) {
+			metrics_add(METRIC_REAL_IP_FALLBACK, 1);
+			return;
+		}
+		net_ip_string((struct sockaddr *)&hop, out, cap);
+		return;
+	}
+	if (!list)
 		return;
 	/* Walk from the right: each hop was added by the proxy after it; the first hop that
 	 * is not one of our proxies is the client. A malformed hop ends the walk. */
@@ -970,17 +991,347 @@ static void handle_protocol(struct ingest *ix, struct http_conn *conn,
 	respond_protocol(ix, conn, req, r, tb, headers, headers_len, sizeof(headers));
 }
 
-void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_request *req)
+/* ---- the click redirect: GET /r?u=<target>&<native beacon fields> ---- */
+
+/* The raw (still percent-encoded) value of parameter `key` of a query; *count is how many
+ * times it came. */
+static const char *query_param(const char *q, size_t len, const char *key, size_t *value_len,
+                               size_t *count)
+{
+	const char *end = q + len, *found = NULL;
+	size_t key_len = strlen(key);
+
+	*count = 0;
+	*value_len = 0;
+	while (q && q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+		size_t n = (size_t)(stop - q);
+
+		if (n >= key_len && memcmp(q, key, key_len) == 0 &&
+		    (n == key_len || q[key_len] == '=')) {
+			if ((*count)++ == 0) {
+				found = n == key_len ? stop : q + key_len + 1;
+				*value_len = (size_t)(stop - found);
+			}
+		}
+		q = stop + (amp != NULL);
+	}
+	return found;
+}
+
+static bool param_is(const char *p, size_t n, const char *key)
+{
+	size_t k = strlen(key);
+
+	return n >= k && memcmp(p, key, k) == 0 && (n == k || p[k] == '=');
+}
+
+/* Appends s[0..len) percent-encoded (all but RFC 3986 unreserved characters). */
+static bool append_encoded(char *out, size_t *len, size_t cap, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		             (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+
+		if (*len + 3 >= cap)
+			return false;
+		if (plain) {
+			out[(*len)++] = (char)c;
+		} else {
+			out[(*len)++] = '%';
+			out[(*len)++] = hex[c >> 4];
+			out[(*len)++] = hex[c & 15];
+		}
+	}
+	return true;
+}
+
+/*
+ * The click's beacon: the request's native fields, but for u (the target, which becomes
+ * the event's url, so the UTM tags and click IDs of a tagged link are read from it), url
+ * and e (a click is e=ev), and en=click unless the link names the event.
+ */
+static bool click_query(const struct http_request *req, const char *target, size_t target_len,
+                        char *out, size_t cap, size_t *out_len)
+{
+	const char *q = req->query, *end = q + req->query_len;
+	size_t len = 0, n;
+	bool named = query_param(q, req->query_len, "en", &n, &(size_t){0}) != NULL;
+
+	while (q < end) {
+		const char *amp = memchr(q, '&', (size_t)(end - q));
+		const char *stop = amp ? amp : end;
+
+		n = (size_t)(stop - q);
+		if (n && !param_is(q, n, "u") && !param_is(q, n, "url") && !param_is(q, n, "e")) {
+			if (len + n + 1 >= cap)
+				return false;
+			memcpy(out + len, q, n);
+			len += n;
+			out[len++] = '&';
+		}
+		q = stop + (amp != NULL);
+	}
+	n = (size_t)snprintf(out + len, cap - len, "e=ev%s&url=", named ? "" : "&en=click");
+	if (n >= cap - len)
+		return false;
+	len += n;
+	if (!append_encoded(out, &len, cap, target, target_len))
+		return false;
+	*out_len = len;
+	return true;
+}
+
+static void redirect_refuse(struct ingest *ix, struct http_conn *conn,
+                            const struct http_request *req, int status, int code,
+                            const char *reason, const char *headers, size_t headers_len)
+{
+	metrics_add(METRIC_REDIRECTS_REFUSED, 1);
+	if (code)
+		pipeline_dead_letter(ix->pl, req->received_at_ms, pipeline_reason_class(code),
+		                     reason, PROTOCOL_NATIVE, req->peer_ip, req->query,
+		                     req->query_len);
+	respond_text(conn, status, reason, headers, headers_len);
+}
+
+/* The URL is at most http.max_url_bytes (<= 8192): the target and the click's beacon fit. */
+#define REDIRECT_TARGET_MAX 8192
+#define CLICK_QUERY_MAX     (3 * REDIRECT_TARGET_MAX + 64)
+
+static void handle_redirect(struct ingest *ix, struct http_conn *conn,
+                            const struct http_request *req)
+{
+	const struct config *cfg = ix->cfg;
+	struct batch *tb = &batch_storage;
+	static _Thread_local char target[REDIRECT_TARGET_MAX + 1];
+	static _Thread_local char query[CLICK_QUERY_MAX];
+	char headers[2048 + REDIRECT_TARGET_MAX];
+	char ip[64], err[160];
+	size_t headers_len = 0, raw_len, count, target_len, query_len;
+	const char *raw;
+	int rc;
+
+	if (req->method != HTTP_REQ_GET) {
+		respond_text(conn, 405, "method not allowed", "Allow: GET\r\n", 12);
+		return;
+	}
+	if (cfg->redirect_allow_count == 0) {
+		redirect_refuse(ix, conn, req, 403, 0,
+		                "click redirects are off (http.redirect_allow is empty)", NULL, 0);
+		return;
+	}
+	raw = query_param(req->query, req->query_len, "u", &raw_len, &count);
+	if (!raw || raw_len == 0 || count > 1) {
+		redirect_refuse(ix, conn, req, 400, -EINVAL,
+		                count > 1 ? "redirect target u given more than once"
+		                          : "no redirect target u in request",
+		                NULL, 0);
+		return;
+	}
+	rc = url_decode(raw, raw_len, target, sizeof(target) - 1, false, &target_len);
+	if (rc == 0)
+		rc = redirect_target_check(target, target_len, cfg->redirect_allow,
+		                           cfg->redirect_allow_count, err, sizeof(err));
+	else
+		snprintf(err, sizeof(err), "redirect target u is not percent-encoded UTF-8");
+	if (rc < 0) {
+		redirect_refuse(ix, conn, req, 400, rc == -EPERM ? -EINVAL : rc, err, NULL, 0);
+		return;
+	}
+	if (!click_query(req, target, target_len, query, sizeof(query), &query_len)) {
+		redirect_refuse(ix, conn, req, 414, -E2BIG, "click beacon too long", NULL, 0);
+		return;
+	}
+	batch_init(tb, ix, req, ip, sizeof(ip));
+	decode_query_beacon(tb, query, query_len);
+	batch_settle(tb);
+	if (tb->full || tb->accepted == 0) { /* 503 with Retry-After, or 400 with the reason */
+		if (!tb->full)
+			metrics_add(METRIC_REDIRECTS_REFUSED, 1);
+		respond_batch(ix, conn, req, tb, false, headers, headers_len, sizeof(headers));
+		return;
+	}
+	if (tb->set_cookie)
+		headers_len += cookie_header(cfg, tb, headers, sizeof(headers));
+	/* The target is printable ASCII without CR or LF (redirect_target_check). */
+	headers_len += (size_t)snprintf(headers + headers_len, sizeof(headers) - headers_len,
+	                                "Location: %.*s\r\n", (int)target_len, target);
+	metrics_add(METRIC_REDIRECTS, 1);
+	respond(conn, 302, NULL, NULL, 0, headers, headers_len);
+}
+
+/* ---- routing ---- */
+
+/* The paths the router serves as they are, and the route prefixes (Segment's /v1/<type>,
+ * which route_of checks). */
+static const char *const exact_routes[] = {
+    "/collect", "/pixel.gif", "/r",          "/healthz",    "/health",
+    "/i",       "/ice.png",   "/v1/m",       "/g/collect",  "/mp/collect",
+    "/beacon/v1/batch",       "/com.snowplowanalytics.snowplow/tp2",
+};
+static const char *const route_prefixes[] = {"/v1"};
+
+enum path_route_kind ingest_route_kind(const char *path, size_t len)
+{
+	struct http_request probe = {.path = path, .path_len = len};
+	struct route r;
+	const char *const *lists[2] = {exact_routes, route_prefixes};
+	const size_t counts[2] = {sizeof(exact_routes) / sizeof(exact_routes[0]),
+	                          sizeof(route_prefixes) / sizeof(route_prefixes[0])};
+
+	for (size_t i = 0; i < counts[0]; i++)
+		if (path_is(&probe, exact_routes[i]))
+			return PATH_ROUTE;
+	if (route_of(&probe, &r))
+		return PATH_ROUTE;
+	for (size_t i = 0; i < counts[1]; i++)
+		if (path_is(&probe, route_prefixes[i]))
+			return PATH_ROUTE_PREFIX;
+	for (size_t l = 0; l < 2; l++)
+		for (size_t i = 0; i < counts[l]; i++) {
+			const char *route = lists[l][i];
+
+			if (len > 0 && strlen(route) > len && memcmp(route, path, len) == 0 &&
+			    (route[len] == '/' || path[len - 1] == '/'))
+				return PATH_ROUTE_PARENT;
+		}
+	return PATH_NO_ROUTE;
+}
+
+enum content_coding { CODING_IDENTITY, CODING_GZIP, CODING_UNSUPPORTED };
+
+/* Content-Encoding: absent or identity, gzip (x-gzip), or anything else (br, deflate,
+ * compress, gzip twice, the header repeated). */
+static enum content_coding content_coding_of(const struct http_header_value *h)
+{
+	const char *p = h->value, *end;
+	int gzip = 0;
+
+	if (!p)
+		return CODING_IDENTITY;
+	if (h->repeated)
+		return CODING_UNSUPPORTED;
+	end = p + h->len;
+	while (p < end) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		const char *t = p;
+		size_t n = (size_t)((comma ? comma : end) - p);
+
+		trim(&t, &n);
+#define TOKEN_IS(s) (n == sizeof(s) - 1 && strncasecmp(t, s, n) == 0)
+		if (TOKEN_IS("gzip") || TOKEN_IS("x-gzip"))
+			gzip++;
+		else if (n && !TOKEN_IS("identity"))
+			return CODING_UNSUPPORTED;
+#undef TOKEN_IS
+		p = comma ? comma + 1 : end;
+	}
+	return gzip > 1 ? CODING_UNSUPPORTED : gzip ? CODING_GZIP : CODING_IDENTITY;
+}
+
+/*
+ * A POST body with Content-Encoding: gzip, decompressed into *owned (the caller frees it
+ * once the request is answered: the decoders copy what they keep into events) and *out
+ * made the request with that body. Returns false when it answered the request itself: 415
+ * for a coding other than gzip, 413 for a body past http.max_body_bytes or
+ * http.gzip_max_ratio once decompressed, 400 for one that is not gzip; each with a dead
+ * letter of the request's protocol.
+ */
+static bool body_decoded(struct ingest *ix, struct http_conn *conn, const struct http_request *req,
+                         const char *protocol, struct http_request *out, char **owned)
+{
+	const struct config *cfg = ix->cfg;
+	char headers[1024], err[160];
+	size_t headers_len, len = 0;
+	enum content_coding coding = content_coding_of(&req->content_encoding);
+	int rc, status;
+
+	*owned = NULL;
+	if (coding == CODING_IDENTITY)
+		return true;
+	if (coding == CODING_GZIP) {
+		rc = gunzip_body(req->body ? req->body : "", req->body_len,
+		                 (size_t)cfg->http_max_body_bytes, (unsigned)cfg->http_gzip_max_ratio,
+		                 owned, &len, err, sizeof(err));
+		if (rc == 0) {
+			metrics_add(METRIC_HTTP_GZIP_BODIES, 1);
+			*out = *req;
+			out->body = *owned;
+			out->body_len = len;
+			out->content_encoding = (struct http_header_value){0};
+			return true;
+		}
+	} else {
+		rc = -ENOTSUP;
+		snprintf(err, sizeof(err), "unsupported Content-Encoding (gzip or identity only)");
+	}
+	status = rc == -ENOTSUP                      ? 415
+	         : rc == -EMSGSIZE || rc == -E2BIG ? 413
+	         : rc == -ENOMEM                     ? 503
+	                                             : 400;
+	pipeline_dead_letter(ix->pl, req->received_at_ms,
+	                     pipeline_reason_class(rc == -EBADMSG ? -EINVAL : rc), err, protocol,
+	                     req->peer_ip, req->body, req->body_len);
+	headers_len = cors_headers(cfg, req, false, headers, sizeof(headers));
+	if (status == 503) {
+		int w = snprintf(headers + headers_len, sizeof(headers) - headers_len,
+		                 "Retry-After: %lld\r\n", (long long)cfg->http_retry_after_s);
+		if (w > 0 && (size_t)w < sizeof(headers) - headers_len)
+			headers_len += (size_t)w;
+	}
+	respond_text(conn, status, err, headers, headers_len);
+	return false;
+}
+
+/* The route path of a request: http.path_aliases applied (into buf, cap bytes). */
+static const struct http_request *aliased(const struct config *cfg, const struct http_request *req,
+                                          struct http_request *copy, char *buf, size_t cap)
+{
+	size_t len;
+
+	if (cfg->path_alias_count == 0 ||
+	    !path_alias_resolve(cfg->path_aliases, cfg->path_alias_count, req->path,
+	                        req->path_len, buf, cap, &len))
+		return req;
+	*copy = *req;
+	copy->path = buf;
+	copy->path_len = len;
+	return copy;
+}
+
+#define ALIASED_PATH_MAX (8192 + PATH_ALIAS_MAX_BYTES)
+
+void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_request *in)
 {
 	struct ingest *ix = ud;
 	struct route route;
+	struct http_request alias_copy, decoded;
+	char path[ALIASED_PATH_MAX];
+	char *owned = NULL;
+	const struct http_request *req = aliased(ix->cfg, in, &alias_copy, path, sizeof(path));
+	bool collect = path_is(req, "/collect"), protocol = !collect && route_of(req, &route);
 
-	if (path_is(req, "/collect")) {
+	/* A body is decoded for the routes that take a POST. */
+	if (req->method == HTTP_REQ_POST && (collect || (protocol && route.kind != ROUTE_SNOWPLOW_GET))) {
+		const char *name = collect ? PROTOCOL_NATIVE : event_protocol_name(route.protocol);
+
+		if (!body_decoded(ix, conn, req, name, &decoded, &owned))
+			return;
+		if (owned)
+			req = &decoded;
+	}
+	if (collect) {
 		handle_collect(ix, conn, req, false);
 	} else if (path_is(req, "/pixel.gif")) {
 		handle_collect(ix, conn, req, true);
-	} else if (route_of(req, &route)) {
+	} else if (protocol) {
 		handle_protocol(ix, conn, req, &route);
+	} else if (path_is(req, "/r")) {
+		handle_redirect(ix, conn, req);
 	} else if (path_is(req, "/healthz") || path_is(req, "/health")) {
 		if (req->method == HTTP_REQ_GET || req->method == HTTP_REQ_HEAD)
 			respond_text(conn, 200, "ok", NULL, 0);
@@ -989,6 +1340,7 @@ void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_requ
 	} else {
 		respond_text(conn, 404, "not found", NULL, 0);
 	}
+	free(owned); /* the answer is queued; nothing points into the body any more */
 }
 
 void ingest_http_reject(void *ud, int status, const char *reason, const char *peer_ip,
@@ -1009,8 +1361,14 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
 	target.path = payload;
 	while (payload != NULL && target.path_len < target_len && payload[target.path_len] != '?')
 		target.path_len++;
-	if (target.path_len > 0 && payload[0] == '/' && route_of(&target, &route))
-		protocol = event_protocol_name(route.protocol);
+	if (target.path_len > 0 && payload[0] == '/') {
+		struct http_request copy;
+		char path[ALIASED_PATH_MAX];
+		const struct http_request *t = aliased(ix->cfg, &target, &copy, path, sizeof(path));
+
+		if (route_of(t, &route))
+			protocol = event_protocol_name(route.protocol);
+	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	pipeline_dead_letter(ix->pl, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, cls, reason,
 	                     protocol, peer_ip, payload, payload_len);

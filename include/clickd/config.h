@@ -10,6 +10,8 @@
 #ifndef CLICKD_CONFIG_H
 #define CLICKD_CONFIG_H
 
+#include "clickd/path_alias.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +52,10 @@ struct config {
 	char http_cookie_domain[256];
 	int64_t http_cookie_max_age_s;
 	bool http_cookie_secure;
+	int64_t http_gzip_max_ratio;
+	char http_path_aliases[4096];
+	char http_redirect_allow[4096];
+	char http_real_ip_header[32];
 
 	char udp_listen[CONFIG_STR_MAX];
 	int64_t udp_max_datagram_bytes;
@@ -128,6 +134,11 @@ struct config {
 	char cors_origins[CONFIG_MAX_LIST][256];
 	size_t trusted_proxy_count;
 	struct config_cidr trusted_proxies[CONFIG_MAX_LIST];
+	size_t path_alias_count; /* http.path_aliases, parsed and checked against the routes */
+	struct path_alias path_aliases[CONFIG_MAX_LIST];
+	size_t redirect_allow_count; /* http.redirect_allow, lower-cased hosts or *.domains */
+	char redirect_allow[CONFIG_MAX_LIST][256];
+	int real_ip_header; /* http.real_ip_header: -1 X-Forwarded-For, else enum http_ip_header */
 	size_t conversion_event_count; /* attribution.conversion_events, split */
 	char conversion_events[CONFIG_MAX_LIST][256];
 	size_t affiliate_param_count; /* attribution.affiliate_params, split, in order */

@@ -33,6 +33,23 @@ enum http_req_method {
 	HTTP_REQ_OTHER
 };
 
+/* The single-address client IP headers a proxy or CDN may set (http.real_ip_header). */
+enum http_ip_header {
+	HTTP_IP_X_REAL_IP,
+	HTTP_IP_CF_CONNECTING_IP,
+	HTTP_IP_TRUE_CLIENT_IP,
+	HTTP_IP_FASTLY_CLIENT_IP,
+	HTTP_IP_HEADER__COUNT
+};
+
+/* A kept header's value (NULL when absent); repeated: it came more than once (the first
+ * value is kept). */
+struct http_header_value {
+	const char *value;
+	size_t len;
+	bool repeated;
+};
+
 /* The request a handler sees; every pointer is borrowed and valid during the call only. */
 struct http_request {
 	enum http_req_method method;
@@ -57,6 +74,8 @@ struct http_request {
 	size_t cors_request_headers_len;
 	const char *authorization; /* Segment/RudderStack write keys (Basic auth) */
 	size_t authorization_len;
+	struct http_header_value content_encoding;
+	struct http_header_value ip_headers[HTTP_IP_HEADER__COUNT];
 	bool gpc;          /* Sec-GPC: 1 or DNT: 1 */
 	bool sp_anonymous; /* SP-Anonymous present (Snowplow's anonymous tracking) */
 	bool keep_alive;   /* the client allows another request on the connection */
@@ -91,12 +110,13 @@ typedef int (*http_reqparser_request_fn)(void *ud, struct http_request *req);
 /* Called when a request's headers say "Expect: 100-continue" and its body may come. */
 typedef void (*http_reqparser_continue_fn)(void *ud);
 
-#define HTTP_REQPARSER_HEADERS 11 /* the headers clickd reads (http.c) */
+#define HTTP_REQPARSER_HEADERS 16 /* the headers clickd reads (http.c) */
 
 struct http_reqparser_span {
 	uint32_t off;
 	uint32_t len;
 	bool seen;
+	bool repeated;
 };
 
 /*
@@ -224,6 +244,9 @@ void http_server_close(struct http_server *srv, uint64_t drain_timeout_ms, void 
 
 /* Queues the answer to the request being handled. */
 void http_respond(struct http_conn *conn, const struct http_response *resp);
+
+/* The lower-case name of a client IP header ("x-real-ip", ...); "?" out of range. */
+const char *http_ip_header_name(enum http_ip_header h);
 
 /* The reason phrase of a status code. */
 const char *http_status_text(int status);

@@ -37,9 +37,16 @@ void ingest_http_reject(void *ud, int status, const char *reason, const char *pe
                         const char *payload, size_t payload_len, size_t target_len);
 
 /* Resolves the client IP of a request: the peer, or, when the peer is a trusted proxy,
- * the right-most X-Forwarded-For address that is not one. Writes it into out. */
+ * what http.real_ip_header says: the right-most X-Forwarded-For address that is not a
+ * trusted proxy, or the one address of X-Real-IP, CF-Connecting-IP, True-Client-IP or
+ * Fastly-Client-IP (missing, repeated or malformed: the peer, counted in
+ * clickd_http_real_ip_fallback_total). Writes it into out. */
 void ingest_client_ip(const struct config *cfg, const struct http_request *req, char *out,
                       size_t cap);
+
+/* What `path` is to the collect listener's router (path_alias.h): the table
+ * http.path_aliases is checked against. */
+enum path_route_kind ingest_route_kind(const char *path, size_t len);
 
 /* The next line of a body or datagram (one beacon per line): its start, with its length
  * without the "\n" or "\r\n" in *len, and *p moved past it; NULL once *p reaches end.

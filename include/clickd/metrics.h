@@ -104,7 +104,18 @@
 	X(PROTOCOL_JSON_DROPPED, "clickd_protocol_json_dropped_total",                             \
 	  "Contexts or properties of tracker events left out of their event because its string "   \
 	  "arena (8 KiB with the URL, referrer and user agent) could not hold them; the event "    \
-	  "itself was kept.")
+	  "itself was kept.")                                                                      \
+	X(HTTP_GZIP_BODIES, "clickd_http_gzip_bodies_total",                                       \
+	  "POST bodies sent with Content-Encoding: gzip and decompressed (those refused are "      \
+	  "dead letters).")                                                                        \
+	X(REDIRECTS, "clickd_redirects_total",                                                     \
+	  "Click redirects (GET /r) recorded and answered 302.")                                   \
+	X(REDIRECTS_REFUSED, "clickd_redirects_refused_total",                                     \
+	  "Click redirects refused: no target, a target not allowed by http.redirect_allow or "   \
+	  "not an http(s) URL (400), or redirects off (403).")                                     \
+	X(REAL_IP_FALLBACK, "clickd_http_real_ip_fallback_total",                                  \
+	  "Requests from a trusted proxy whose http.real_ip_header was missing, repeated or "      \
+	  "not one IP address: the peer address was used.")
 
 /* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
  * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */

@@ -282,6 +282,10 @@ def read_records(data_dir, stream, include_open=True):
         else:
             with open(path, "rb") as f:
                 raw = f.read()
+        if name.endswith(".open") and not raw.endswith(b"\n"):
+            # A file being written may end in the middle of a record (a write of more
+            # than a pipe's worth): the rest comes later.
+            raw = raw[:raw.rfind(b"\n") + 1]
         for line in raw.decode("utf-8").splitlines():
             if line:
                 out.append(json.loads(line))

@@ -7,10 +7,11 @@ configured real-IP header only when the peer is a trusted proxy."""
 import gzip
 import json
 import os
+import signal
 import unittest
 import urllib.parse
 
-from clickd_harness import start_for, stop_ok, wait_for
+from clickd_harness import Clickd, start_for, stop_ok, wait_for
 
 PAGE = "https://www.example.com/landing?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
 SP_POST = "/com.snowplowanalytics.snowplow/tp2"
@@ -138,6 +139,42 @@ class HttpExtras(unittest.TestCase):
         dead = self.records(c, "dead_letters", 1)
         self.assertEqual(dead[0]["protocol"], "snowplow", dead)
         self.assertEqual(c.metric('clickd_protocol_events_in_total{protocol="segment"}'), 3)
+        stop_ok(self, c)
+
+    def test_aliases_and_the_redirect_allow_list_change_on_reload(self):
+        c = Clickd()
+        conf = os.path.join(c.dir, "clickd.conf")
+
+        def write(aliases, allow):
+            with open(conf, "w") as f:
+                f.write("[http]\npath_aliases = %s\nredirect_allow = %s\n" % (aliases, allow))
+
+        def reload(expect):
+            before = c.log().count(expect)
+            c.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: c.log().count(expect) > before, 20, expect)
+
+        write("/t/p:/collect", "")
+        c.args = ["-c", conf]
+        self.addCleanup(c.cleanup)
+        self.addCleanup(c.stop)
+        c.start()
+        target = "/r?u=" + urllib.parse.quote("https://shop.example.com/", safe="") + "&vid=v"
+        self.assertEqual(c.get("/t/p?eid=r1&vid=v").status, 204)
+        self.assertEqual(c.get(target).status, 403)
+        write("/u/q:/collect", "shop.example.com")
+        reload("reload taken by every thread")
+        self.assertEqual(c.get("/t/p?eid=r2&vid=v").status, 404)
+        self.assertEqual(c.get("/u/q?eid=r3&vid=v").status, 204)
+        self.assertEqual(c.get(target).status, 302)
+        # A bad alias is refused; the running table stays.
+        write("/u/q:/nowhere", "shop.example.com")
+        reload("reload refused")
+        self.assertIn("http.path_aliases", c.log())
+        self.assertEqual(c.get("/u/q?eid=r4&vid=v").status, 204)
+        events = self.records(c, "events", 4)
+        self.assertEqual(sorted(e["event_id"] for e in events if e["type"] == "page_view"),
+                         ["r1", "r3", "r4"])
         stop_ok(self, c)
 
     # ---- the click redirect ----

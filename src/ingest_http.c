@@ -1169,9 +1169,18 @@ static void handle_redirect(struct ingest *ix, struct http_conn *conn,
 /* The paths the router serves as they are, and the route prefixes (Segment's /v1/<type>,
  * which route_of checks). */
 static const char *const exact_routes[] = {
-    "/collect", "/pixel.gif", "/r",          "/healthz",    "/health",
-    "/i",       "/ice.png",   "/v1/m",       "/g/collect",  "/mp/collect",
-    "/beacon/v1/batch",       "/com.snowplowanalytics.snowplow/tp2",
+    "/collect",
+    "/pixel.gif",
+    "/r",
+    "/healthz",
+    "/health",
+    "/i",
+    "/ice.png",
+    "/v1/m",
+    "/g/collect",
+    "/mp/collect",
+    "/beacon/v1/batch",
+    "/com.snowplowanalytics.snowplow/tp2",
 };
 static const char *const route_prefixes[] = {"/v1"};
 
@@ -1255,8 +1264,8 @@ static bool body_decoded(struct ingest *ix, struct http_conn *conn, const struct
 		return true;
 	if (coding == CODING_GZIP) {
 		rc = gunzip_body(req->body ? req->body : "", req->body_len,
-		                 (size_t)cfg->http_max_body_bytes, (unsigned)cfg->http_gzip_max_ratio,
-		                 owned, &len, err, sizeof(err));
+		                 (size_t)cfg->http_max_body_bytes,
+		                 (unsigned)cfg->http_gzip_max_ratio, owned, &len, err, sizeof(err));
 		if (rc == 0) {
 			metrics_add(METRIC_HTTP_GZIP_BODIES, 1);
 			*out = *req;
@@ -1269,10 +1278,10 @@ static bool body_decoded(struct ingest *ix, struct http_conn *conn, const struct
 		rc = -ENOTSUP;
 		snprintf(err, sizeof(err), "unsupported Content-Encoding (gzip or identity only)");
 	}
-	status = rc == -ENOTSUP                      ? 415
+	status = rc == -ENOTSUP                    ? 415
 	         : rc == -EMSGSIZE || rc == -E2BIG ? 413
-	         : rc == -ENOMEM                     ? 503
-	                                             : 400;
+	         : rc == -ENOMEM                   ? 503
+	                                           : 400;
 	pipeline_dead_letter(ix->pl, req->received_at_ms,
 	                     pipeline_reason_class(rc == -EBADMSG ? -EINVAL : rc), err, protocol,
 	                     req->peer_ip, req->body, req->body_len);
@@ -1294,8 +1303,8 @@ static const struct http_request *aliased(const struct config *cfg, const struct
 	size_t len;
 
 	if (cfg->path_alias_count == 0 ||
-	    !path_alias_resolve(cfg->path_aliases, cfg->path_alias_count, req->path,
-	                        req->path_len, buf, cap, &len))
+	    !path_alias_resolve(cfg->path_aliases, cfg->path_alias_count, req->path, req->path_len,
+	                        buf, cap, &len))
 		return req;
 	*copy = *req;
 	copy->path = buf;
@@ -1316,7 +1325,8 @@ void ingest_http_handle(void *ud, struct http_conn *conn, const struct http_requ
 	bool collect = path_is(req, "/collect"), protocol = !collect && route_of(req, &route);
 
 	/* A body is decoded for the routes that take a POST. */
-	if (req->method == HTTP_REQ_POST && (collect || (protocol && route.kind != ROUTE_SNOWPLOW_GET))) {
+	if (req->method == HTTP_REQ_POST &&
+	    (collect || (protocol && route.kind != ROUTE_SNOWPLOW_GET))) {
 		const char *name = collect ? PROTOCOL_NATIVE : event_protocol_name(route.protocol);
 
 		if (!body_decoded(ix, conn, req, name, &decoded, &owned))

@@ -89,8 +89,8 @@ static const char *const dead_letter_labels[METRICS_DL__COUNT] = {
 static const char *const sink_labels[METRICS_SINK__COUNT] = {"file", "kafka"};
 
 /* The statuses clickd answers with; anything else is counted as "other". */
-static const int known_statuses[] = {200, 204, 302, 400, 401, 403, 404, 405, 408, 411,
-                                     413, 414, 415, 431, 500, 501, 503, 505};
+static const int known_statuses[] = {200, 204, 302, 400, 401, 403, 404, 405, 408,
+                                     411, 413, 414, 415, 431, 500, 501, 503, 505};
 #define STATUS_SLOTS (sizeof(known_statuses) / sizeof(known_statuses[0]) + 1)
 
 /* A histogram's cells: one per bucket (the last one used is +Inf), then the sum in us. */

@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
@@ -49,8 +50,7 @@ static int alias_check(const char *item, size_t item_len, const char *key,
 	enum path_route_kind target, self;
 
 	if (!colon || memchr(colon + 1, ':', item_len - (size_t)(colon - item) - 1))
-		return fail(err, errlen, "%s: '%.*s' is not alias:route", key, (int)item_len,
-		            item);
+		return fail(err, errlen, "%s: '%.*s' is not alias:route", key, (int)item_len, item);
 	memset(a, 0, sizeof(*a));
 	a->from_len = (size_t)(colon - item);
 	a->to_len = item_len - a->from_len - 1;
@@ -70,7 +70,8 @@ static int alias_check(const char *item, size_t item_len, const char *key,
 	    (a->prefix && self == PATH_ROUTE_PARENT))
 		return fail(err, errlen, "%s: alias '%s' shadows a route", key, a->from);
 	for (size_t i = 0; i < n; i++)
-		if (out[i].from_len == a->from_len && memcmp(out[i].from, a->from, a->from_len) == 0)
+		if (out[i].from_len == a->from_len &&
+		    memcmp(out[i].from, a->from, a->from_len) == 0)
 			return fail(err, errlen, "%s: alias '%s' given twice", key, a->from);
 	return 0;
 }
@@ -103,8 +104,8 @@ int path_alias_parse(const char *spec, const char *key, path_route_kind_fn route
 	return 0;
 }
 
-bool path_alias_resolve(const struct path_alias *table, size_t count, const char *path,
-                        size_t len, char *out, size_t cap, size_t *out_len)
+bool path_alias_resolve(const struct path_alias *table, size_t count, const char *path, size_t len,
+                        char *out, size_t cap, size_t *out_len)
 {
 	const struct path_alias *best = NULL;
 

@@ -105,7 +105,8 @@ int redirect_target_check(const char *url, size_t len, const char allow[][REDIRE
 	/* Printable ASCII only, no backslash (browsers read it as '/'): nothing in the URL
 	 * can be read two ways or break the Location header. */
 	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f || url[i] == '\\')
+		if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f ||
+		    url[i] == '\\')
 			return fail(err, errlen, -EINVAL,
 			            "redirect target holds a control, space, backslash or "
 			            "non-ASCII byte");
@@ -115,9 +116,8 @@ int redirect_target_check(const char *url, size_t len, const char allow[][REDIRE
 		p = url + 8;
 	else
 		return fail(err, errlen, -EINVAL, "redirect target is not an http(s) URL");
-	for (auth_end = p; auth_end < end && *auth_end != '/' && *auth_end != '?' &&
-	                   *auth_end != '#';
-	     auth_end++)
+	for (auth_end = p;
+	     auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#'; auth_end++)
 		if (*auth_end == '@')
 			return fail(err, errlen, -EINVAL, "redirect target carries user info");
 	host = p;

@@ -111,7 +111,7 @@
 	X(REDIRECTS, "clickd_redirects_total",                                                     \
 	  "Click redirects (GET /r) recorded and answered 302.")                                   \
 	X(REDIRECTS_REFUSED, "clickd_redirects_refused_total",                                     \
-	  "Click redirects refused: no target, a target not allowed by http.redirect_allow or "   \
+	  "Click redirects refused: no target, a target not allowed by http.redirect_allow or "    \
 	  "not an http(s) URL (400), or redirects off (403).")                                     \
 	X(REAL_IP_FALLBACK, "clickd_http_real_ip_fallback_total",                                  \
 	  "Requests from a trusted proxy whose http.real_ip_header was missing, repeated or "      \

@@ -46,7 +46,7 @@ int path_alias_parse(const char *spec, const char *key, path_route_kind_fn route
  * whose from + "/" begins the path (with something after it). Writes the route's path
  * into out (cap bytes; not NUL-terminated) and returns true with *out_len set; false when
  * no alias applies or out is too small (the path is then routed as it is). */
-bool path_alias_resolve(const struct path_alias *table, size_t count, const char *path,
-                        size_t len, char *out, size_t cap, size_t *out_len);
+bool path_alias_resolve(const struct path_alias *table, size_t count, const char *path, size_t len,
+                        char *out, size_t cap, size_t *out_len);
 
 #endif

@@ -67,7 +67,8 @@ static void fuzz_target(const char *url, size_t len)
 
 static enum path_route_kind routes(const char *path, size_t len)
 {
-	if ((len == 8 && memcmp(path, "/collect", 8) == 0) || (len == 5 && !memcmp(path, "/v1/t", 5)))
+	if ((len == 8 && memcmp(path, "/collect", 8) == 0) ||
+	    (len == 5 && !memcmp(path, "/v1/t", 5)))
 		return PATH_ROUTE;
 	if (len == 3 && memcmp(path, "/v1", 3) == 0)
 		return PATH_ROUTE_PREFIX;
@@ -120,7 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	copy = malloc(size); /* exactly size - 1 bytes readable past the selector: ASan sees overreads */
+	copy = malloc(
+	    size); /* exactly size - 1 bytes readable past the selector: ASan sees overreads */
 	if (!copy)
 		return 0;
 	memcpy(copy, data + 1, size - 1);

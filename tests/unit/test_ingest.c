@@ -86,8 +86,13 @@ Test(ingest, ignores_the_header_from_an_untrusted_peer)
 
 Test(ingest, falls_back_to_the_peer_on_a_missing_repeated_or_malformed_value_and_counts_it)
 {
-	const char *bad[] = {"",          "nope",        "203.0.113.7, 10.0.0.1", "203.0.113.7:443",
-	                     "[2001:db8::1]", "203.0.113", "203.0.113.7 x"};
+	const char *bad[] = {"",
+	                     "nope",
+	                     "203.0.113.7, 10.0.0.1",
+	                     "203.0.113.7:443",
+	                     "[2001:db8::1]",
+	                     "203.0.113",
+	                     "203.0.113.7 x"};
 	uint64_t before = metrics_get(METRIC_REAL_IP_FALLBACK);
 
 	setup("true-client-ip", "10.0.0.0/8");

@@ -123,9 +123,9 @@ Test(path_alias, refuses_an_alias_that_shadows_a_route)
 
 Test(path_alias, refuses_paths_that_are_not_plain_absolute_paths)
 {
-	const char *bad[] = {"t:/collect",  "/t:collect",  "/t/:/collect", "/t:/collect/",
-	                     "/t",          "/t:/i:/i",    "/t?x:/i",      "/t#x:/i",
-	                     ":/collect",   "/t:",         "/t\"x:/i"};
+	const char *bad[] = {"t:/collect", "/t:collect", "/t/:/collect", "/t:/collect/",
+	                     "/t",         "/t:/i:/i",   "/t?x:/i",      "/t#x:/i",
+	                     ":/collect",  "/t:",        "/t\"x:/i"};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_eq(parse(bad[i]), -EINVAL, "%s accepted", bad[i]);
@@ -145,9 +145,10 @@ Test(path_alias, config_checks_aliases_against_the_real_routes)
 {
 	struct config cfg;
 	char cerr[512];
-	char *ok[] = {"http.path_aliases=/t/p:/collect, /x/sp:/com.snowplowanalytics.snowplow/tp2, "
-	              "/x/i:/i, /a/v1:/v1, /px:/pixel.gif, /go:/r, /gg:/g/collect, /mp:/mp/collect, "
-	              "/rb:/beacon/v1/batch, /seg-t:/v1/track"};
+	char *ok[] = {
+	    "http.path_aliases=/t/p:/collect, /x/sp:/com.snowplowanalytics.snowplow/tp2, "
+	    "/x/i:/i, /a/v1:/v1, /px:/pixel.gif, /go:/r, /gg:/g/collect, /mp:/mp/collect, "
+	    "/rb:/beacon/v1/batch, /seg-t:/v1/track"};
 	char *bad[] = {"http.path_aliases=/t:/v2", "http.path_aliases=/i:/collect",
 	               "http.path_aliases=/beacon:/v1", "http.path_aliases=/v1/batch:/collect"};
 

@@ -15,9 +15,9 @@ static char err[256];
 
 static void allow_list(const char *spec)
 {
-	cr_assert_eq(redirect_allow_parse(spec, "http.redirect_allow", allow, 8, &count, err,
-	                                  sizeof(err)),
-	             0, "%s", err);
+	cr_assert_eq(
+	    redirect_allow_parse(spec, "http.redirect_allow", allow, 8, &count, err, sizeof(err)),
+	    0, "%s", err);
 }
 
 static int check(const char *url)
@@ -36,8 +36,9 @@ Test(redirect, parses_hosts_and_wildcards_lower_cased)
 
 Test(redirect, refuses_allow_entries_that_are_not_host_names)
 {
-	const char *bad[] = {"http://a.com", "a.com/x", "*", "*.", "a..com", ".a.com",  "a.com.",
-	                     "a_b.com",      "*a.com",  "a.*.com", "a.com:80", "user@a.com"};
+	const char *bad[] = {"http://a.com", "a.com/x", "*",        "*.",
+	                     "a..com",       ".a.com",  "a.com.",   "a_b.com",
+	                     "*a.com",       "a.*.com", "a.com:80", "user@a.com"};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		cr_assert_eq(redirect_allow_parse(bad[i], "http.redirect_allow", allow, 8, &count,

@@ -6,6 +6,10 @@
  *
  * The tracker protocols (src/protocols/: Snowplow, Segment, RudderStack, GA4) have their own
  * routes below (route_of), sharing the batch, dead-letter and metric paths of the native one.
+ * Before routing, http.path_aliases maps a site's own paths onto the routes; a POST body
+ * with Content-Encoding: gzip is decompressed (bounded, freed once the request is answered:
+ * the decoders copy what they keep); GET /r is the click redirect (redirect.h checks its
+ * target against http.redirect_allow).
  *
  * Status codes follow what trackers do with them (CONTRACTS.md, TRACKERS.md): 204/200
  * when the beacons are in, 400/413/415 only for data that is truly bad (each bad beacon
@@ -1060,7 +1064,8 @@ static bool click_query(const struct http_request *req, const char *target, size
 {
 	const char *q = req->query, *end = q + req->query_len;
 	size_t len = 0, n;
-	bool named = query_param(q, req->query_len, "en", &n, &(size_t){0}) != NULL;
+	size_t en_count;
+	bool named = query_param(q, req->query_len, "en", &n, &en_count) != NULL && n > 0;
 
 	while (q < end) {
 		const char *amp = memchr(q, '&', (size_t)(end - q));

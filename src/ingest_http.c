@@ -37,7 +37,8 @@ struct batch {
 	struct beacon_request br;
 	size_t accepted;
 	size_t rejected;
-	size_t full; /* beacons refused: a ring was full (all of the batch then) */
+	size_t full;     /* beacons refused: a ring was full (all of the batch then) */
+	size_t repaired; /* accepted beacons whose text was repaired (text.h) */
 	bool set_cookie;
 	char visitor_id[VISITOR_ID_MAX + 1];
 	size_t visitor_id_len;
@@ -64,6 +65,9 @@ void ingest_reconfigure(struct ingest *ix, const struct config *cfg)
 	ix->beacon.max_fields = (size_t)cfg->limits_max_fields;
 	ix->beacon.max_batch = (size_t)cfg->limits_max_batch;
 	ix->beacon.max_json_depth = (size_t)cfg->limits_max_json_depth;
+	ix->beacon.max_string_bytes = (size_t)cfg->limits_max_string_bytes;
+	ix->beacon.replace_invalid_utf8 = strcmp(cfg->limits_invalid_utf8, "replace") == 0;
+	ix->beacon.reject_controls = strcmp(cfg->limits_control_chars, "reject") == 0;
 	for (size_t i = 0; i < cfg->affiliate_param_count; i++)
 		ix->affiliate_params[i] = cfg->affiliate_params[i];
 	ix->beacon.affiliate_params = ix->affiliate_params;
@@ -271,6 +275,7 @@ static int submit(struct batch *b, struct event *ev)
 {
 	if (b->full == 0 && pipeline_submit(b->ix->pl, ev) == 0) {
 		b->accepted++;
+		b->repaired += ev->text_repaired;
 		if (ev->set_visitor_cookie)
 			b->set_cookie = true;
 	} else {
@@ -284,6 +289,8 @@ static void batch_settle(struct batch *b)
 {
 	if (b->full == 0) {
 		pipeline_commit(b->ix->pl);
+		if (b->repaired)
+			metrics_add(METRIC_BEACONS_REPAIRED, b->repaired);
 		return;
 	}
 	pipeline_abort(b->ix->pl);
@@ -373,7 +380,7 @@ static void batch_init(struct batch *b, struct ingest *ix, const struct http_req
 
 	b->ix = ix;
 	b->req = req;
-	b->accepted = b->rejected = b->full = 0;
+	b->accepted = b->rejected = b->full = b->repaired = 0;
 	b->set_cookie = false;
 	b->first_code = 0;
 	b->first_reason[0] = '\0';

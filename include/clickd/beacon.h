@@ -35,6 +35,12 @@ struct beacon_options {
 	size_t max_fields;     /* limits.max_fields: fields per beacon */
 	size_t max_batch;      /* limits.max_batch: beacons per JSON array */
 	size_t max_json_depth; /* limits.max_json_depth */
+	/* limits.max_string_bytes: bytes of one field name or value, as decoded (and
+	 * repaired); a longer one refuses the beacon (-ENOSPC). The User-Agent header is cut
+	 * to it instead. 0: 4096. */
+	size_t max_string_bytes;
+	bool replace_invalid_utf8; /* limits.invalid_utf8=replace: U+FFFD; else -EILSEQ */
+	bool reject_controls;      /* limits.control_chars=reject: -EINVAL; else U+FFFD */
 	/* attribution.affiliate_params: page-URL query parameters (exact, case-sensitive
 	 * names) whose value is the affiliate ID, in priority order; borrowed. 0: none. */
 	const char *const *affiliate_params;
@@ -57,11 +63,21 @@ struct beacon_request {
 	const char *protocol; /* "native" */
 };
 
-/* Decodes one beacon given as a query string (the part after '?', or one line of a
+/*
+ * Text (text.h): every field name and value, as decoded, must be valid UTF-8 without
+ * control characters (C0 with NUL, tab and newline; DEL; C1). What is not is refused or
+ * replaced with U+FFFD as the options say (replace_invalid_utf8, reject_controls), and
+ * ev->text_repaired tells that something was replaced. The User-Agent header is not the
+ * beacon's data: it is always repaired (and cut to max_string_bytes), never a reason to
+ * refuse the beacon.
+ *
+ * Decodes one beacon given as a query string (the part after '?', or one line of a
  * text/plain or form body) into *ev. Returns 0, or a negative code with a one-line reason
  * in err: -EINVAL malformed (bad escape, empty field name, unknown e=, bad ts/rev, cur not
- * three letters, repeated field with another value), -EILSEQ not UTF-8, -E2BIG too many
- * fields, -ENOSPC strings too long (for the event, or the beacon for the decoder). */
+ * three letters, repeated field with another value, a control character refused),
+ * -EILSEQ not UTF-8 (refused), -E2BIG too many fields, -ENOSPC strings too long (a field
+ * over max_string_bytes, too long for the event, or the beacon for the decoder).
+ */
 int beacon_decode_query(const char *q, size_t len, const struct beacon_request *req,
                         const struct beacon_options *opt, struct event *ev, char *err,
                         size_t errlen);

@@ -960,7 +960,7 @@ static int json_value_begins(struct json_ctx *c)
 		return 1;
 	if (++c->elements > c->max_batch) {
 		set_err(c->err, c->errlen, "more than %zu beacons in one body", c->max_batch);
-		return json_cancel(c, -E2BIG);
+		return json_cancel(c, -EMSGSIZE);
 	}
 	if (!c->decode)
 		return 1;

@@ -505,7 +505,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		}
 		if (kind == BODY_LINES &&
 		    count_lines(body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
-			note_reject(tb, -E2BIG, "more beacons than limits.max_batch", body,
+			note_reject(tb, -EMSGSIZE, "more beacons than limits.max_batch", body,
 			            req->body_len);
 			respond_text(conn, 413, "more beacons than limits.max_batch", headers,
 			             headers_len);
@@ -516,7 +516,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		} else {
 			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
 			                            emit_json, reject_json, tb, err, sizeof(err));
-			if (rc == -E2BIG) {
+			if (rc == -EMSGSIZE) {          /* more than limits.max_batch */
 				pipeline_abort(ix->pl); /* nothing was emitted; to be sure */
 				note_reject(tb, rc, err, body, req->body_len);
 				respond_text(conn, 413, err, headers, headers_len);

@@ -101,7 +101,9 @@ typedef void (*beacon_reject_fn)(void *ud, int code, const char *payload, size_t
  * object is one beacon, like a query beacon: emitted, or its failure is the call's code
  * with the reason in err (reject is not called). Otherwise -EINVAL with err filled when
  * the body is not JSON (or not an object/array of objects, or deeper than max_json_depth),
- * -E2BIG when the array holds more than max_batch elements; nothing is emitted then. */
+ * -EMSGSIZE when the array holds more than max_batch elements (a code of its own: a lone
+ * object with too many fields is -E2BIG, a bad beacon, not an oversized body); nothing is
+ * emitted then. */
 int beacon_decode_json(const char *body, size_t len, const struct beacon_request *req,
                        const struct beacon_options *opt, beacon_emit_fn emit,
                        beacon_reject_fn reject, void *ud, char *err, size_t errlen);

@@ -194,6 +194,17 @@ void ingest_client_ip(const struct config *cfg, const struct http_request *req, 
 	}
 }
 
+/* A serialised origin (scheme://host[:port], "null") is visible ASCII: anything else is
+ * not one, and is never echoed into a header (http-parser lets control characters other
+ * than CR and LF through in values; the fuzzer found one echoed). */
+static bool origin_echoable(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] <= 0x20 || s[i] >= 0x7F)
+			return false;
+	return true;
+}
+
 /* Appends the CORS headers for an allowed Origin (echoed, never *). */
 static size_t cors_headers(const struct config *cfg, const struct http_request *req, bool preflight,
                            char *out, size_t cap)
@@ -202,6 +213,7 @@ static size_t cors_headers(const struct config *cfg, const struct http_request *
 	int w;
 
 	if (!req->origin || req->origin_len == 0 || req->origin_len > 255 ||
+	    !origin_echoable(req->origin, req->origin_len) ||
 	    !config_cors_allowed(cfg, req->origin, req->origin_len))
 		return 0;
 	w = snprintf(out, cap,

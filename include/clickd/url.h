@@ -43,7 +43,8 @@ struct text_rules;
  * decoded key and value is clean UTF-8 without control characters (NUL included), or is
  * repaired by the rules (U+FFFD; counted in *repairs when not NULL), or stops the parse
  * with -EILSEQ (not UTF-8) or -EBADMSG (a control character) when the rules refuse it. A
- * repair needs room: scratch_cap >= 3 x len suffices (else -ENOSPC). */
+ * repair needs room (it is written after the decoded bytes, then moved over them):
+ * scratch_cap >= 4 x len suffices (else -ENOSPC). */
 int url_query_parse_text(const char *q, size_t len, char *scratch, size_t scratch_cap,
                          const struct text_rules *rules, size_t *repairs, url_query_cb cb,
                          void *ud);

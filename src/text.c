@@ -11,6 +11,7 @@
 #include "clickd/text.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 const struct text_rules text_repair_all = {.replace_invalid_utf8 = true, .replace_controls = true};
@@ -66,6 +67,21 @@ static bool replaced(enum unit_kind kind, const struct text_rules *rules)
 	       (kind == UNIT_CONTROL && rules->replace_controls);
 }
 
+/*
+ * True when each of the 8 bytes of w is printable ASCII (0x20..0x7E), the text of nearly
+ * every field: such runs skip the unit-by-unit walk (text_check runs on every field of
+ * every beacon; bench/micro.c "decode"). SWAR as in record.c: (x - 0x01..) & ~x & 0x80..
+ * marks a zero byte of x, so x = w ^ 0x7F.. finds DEL, (w - 0x20..) & ~w & 0x80.. finds
+ * bytes below 0x20, and w & 0x80.. the bytes of 0x80 and up.
+ */
+static bool word_is_printable(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	uint64_t d = w ^ (ones * 0x7F);
+
+	return ((((w - ones * 0x20) & ~w) | ((d - ones) & ~d) | w) & high) == 0;
+}
+
 int text_check(const char *str, size_t len, const struct text_rules *rules, size_t *repaired_len)
 {
 	const unsigned char *s = (const unsigned char *)str;
@@ -73,7 +89,23 @@ int text_check(const char *str, size_t len, const struct text_rules *rules, size
 	bool dirty = false;
 
 	while (i < len) {
-		enum unit_kind kind = next_unit(s + i, len - i, &n);
+		enum unit_kind kind;
+		uint64_t w;
+
+		if (len - i >= 8) {
+			memcpy(&w, s + i, 8);
+			if (word_is_printable(w)) {
+				i += 8;
+				out += 8;
+				continue;
+			}
+		}
+		if (s[i] >= 0x20 && s[i] < 0x7F) {
+			i++;
+			out++;
+			continue;
+		}
+		kind = next_unit(s + i, len - i, &n);
 
 		if (kind == UNIT_CHAR) {
 			out += n;

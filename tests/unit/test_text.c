@@ -144,6 +144,25 @@ Test(text, longer_strings_are_checked_consistently)
 	}
 }
 
+Test(text, one_odd_byte_anywhere_in_a_printable_run_is_found)
+{
+	/* text_check skips printable ASCII 8 bytes at a time: an odd byte at any offset, at
+	 * every length around the word size, must still be seen. */
+	static const unsigned char odd[] = {0x00, 0x09, 0x1F, 0x20, 0x7E, 0x7F,
+	                                    0x80, 0xC2, 0xE2, 0xF0, 0xFF};
+	unsigned char s[40];
+
+	for (size_t len = 1; len <= sizeof(s); len++) {
+		for (size_t at = 0; at < len; at++) {
+			for (size_t k = 0; k < sizeof(odd); k++) {
+				memset(s, 'a', len);
+				s[at] = odd[k];
+				expect_consistent(s, len);
+			}
+		}
+	}
+}
+
 Test(text, a_repair_stops_before_a_character_that_does_not_fit)
 {
 	char out[8];

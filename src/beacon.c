@@ -18,6 +18,7 @@
  * with our own depth, batch and size limits, and never builds a tree.
  */
 #include "clickd/beacon.h"
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include <arpa/inet.h>
@@ -38,6 +39,7 @@
 #define BEACON_DEFAULT_MAX_FIELDS     64
 #define BEACON_DEFAULT_MAX_BATCH      100
 #define BEACON_DEFAULT_MAX_JSON_DEPTH 8
+#define BEACON_DEFAULT_MAX_STRING     4096
 
 /* Revenue and ts are parsed from a bounded copy; longer texts are not numbers we take. */
 #define NUMBER_MAX_CHARS 64
@@ -196,6 +198,58 @@ static int hex_digit(unsigned char c)
 static bool bytes_equal(const char *a, size_t a_len, const char *b)
 {
 	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
+}
+
+/* The text rules of text.h the options ask for. */
+static struct text_rules text_rules_of(const struct beacon_options *opt)
+{
+	struct text_rules r = {
+	    .replace_invalid_utf8 = opt->replace_invalid_utf8,
+	    .replace_controls = !opt->reject_controls,
+	};
+	return r;
+}
+
+/* limits.max_string_bytes, at most what an event can hold. */
+static size_t max_string_of(const struct beacon_options *opt)
+{
+	size_t n = opt_or(opt->max_string_bytes, BEACON_DEFAULT_MAX_STRING);
+	return n < EVENT_ARENA_BYTES ? n : EVENT_ARENA_BYTES;
+}
+
+/* A field name for a message: itself when it is short printable ASCII, "?" otherwise. */
+static void printable_name(const char *k, size_t len, char *out, size_t cap)
+{
+	bool printable = len > 0 && len < cap;
+
+	for (size_t i = 0; printable && i < len; i++)
+		printable = k[i] > 0x20 && k[i] < 0x7F;
+	if (printable) {
+		memcpy(out, k, len);
+		out[len] = '\0';
+	} else {
+		snprintf(out, cap, "?");
+	}
+}
+
+/* A field name and value within limits.max_string_bytes, or -ENOSPC with the reason. */
+static int field_length_check(const char *key, size_t key_len, size_t value_len, size_t max_string,
+                              char *err, size_t errlen)
+{
+	char name[64];
+
+	if (key_len > max_string) {
+		set_err(err, errlen, "a field name longer than limits.max_string_bytes (%zu)",
+		        max_string);
+		return -ENOSPC;
+	}
+	if (value_len > max_string) {
+		printable_name(key, key_len, name, sizeof(name));
+		set_err(err, errlen, "field %s: longer than limits.max_string_bytes (%zu)", name,
+		        max_string);
+		return -ENOSPC;
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ collecting fields */
@@ -436,12 +490,15 @@ static int page_tag_cb(void *ud, const char *key, size_t key_len, const char *va
 /* UTM tags, the click ID and the affiliate ID (unless the beacon gave one) from the page
  * URL; sets *page_host (borrowed from the arena) when the URL splits. A URL that does not
  * split or whose query is malformed is kept as given, without tags: it is the site's URL,
- * not ours to reject. Returns the index of the winning click ID or -1. */
+ * not ours to reject. The tags follow the text rules like the fields: repaired, or, when
+ * the rules refuse what one holds, no tags at all. Returns the index of the winning click
+ * ID or -1. */
 static int page_url_enrich(struct event *ev, const struct beacon_options *opt, char *scratch,
                            size_t scratch_cap, struct url_parts *page, bool *full)
 {
 	struct page_tags tags;
-	size_t url_len;
+	struct text_rules rules;
+	size_t url_len, repairs = 0;
 	const char *url = event_get(ev, EF_URL, &url_len);
 	int click = -1;
 
@@ -454,9 +511,12 @@ static int page_url_enrich(struct event *ev, const struct beacon_options *opt, c
 	memset(&tags, 0, sizeof(tags));
 	tags.opt = opt;
 	tags.affiliate_rank = SIZE_MAX;
-	if (url_query_parse(page->query, page->query_len, scratch, scratch_cap, page_tag_cb,
-	                    &tags) != 0)
+	rules = text_rules_of(opt);
+	if (url_query_parse_text(page->query, page->query_len, scratch, scratch_cap, &rules,
+	                         &repairs, page_tag_cb, &tags) != 0)
 		return -1;
+	if (repairs > 0)
+		ev->text_repaired = true;
 	if (!event_has(ev, EF_AFFILIATE_ID))
 		put(ev, EF_AFFILIATE_ID, tags.affiliate, tags.affiliate_len, full);
 	for (int i = 0; i < UTM_TAG_COUNT; i++)
@@ -580,24 +640,6 @@ static void source_medium_set(struct event *ev, const struct url_parts *page, in
 	put(ev, EF_MEDIUM, "referral", 8, full);
 }
 
-/* A header value is whatever the client sent: make it valid UTF-8 without NUL, in place,
- * by replacing each byte that does not start a valid sequence with '?'. */
-static void utf8_sanitize(char *s, size_t len)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned char c = (unsigned char)s[i];
-		size_t n = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-
-		if (c != 0 && n <= len - i && url_utf8_valid(s + i, n)) {
-			i += n;
-			continue;
-		}
-		s[i++] = '?';
-	}
-}
-
 /*
  * The bot check was the most expensive step of decoding a beacon (bench/micro.c): a
  * case-insensitive comparison at every position for every pattern. Now the user agent
@@ -679,18 +721,27 @@ static void ip_set(const struct beacon_request *req, const struct beacon_options
 		put(ev, EF_IP, req->client_ip, strlen(req->client_ip), full);
 }
 
-static void user_agent_set(const struct beacon_request *req, struct event *ev, bool *full)
+/* The User-Agent header is whatever the client sent, and not the beacon's data: it is cut
+ * to limits.max_string_bytes and repaired (invalid UTF-8 and control characters become
+ * U+FFFD, in scratch), never a reason to refuse the beacon. */
+static void user_agent_set(const struct beacon_request *req, const struct beacon_options *opt,
+                           struct event *ev, char *scratch, size_t scratch_cap, bool *full)
 {
-	char *ua;
+	size_t max = max_string_of(opt), len, repaired_len;
+	const char *ua = req->user_agent;
 
-	if (req->user_agent == NULL || req->user_agent_len == 0)
+	if (ua == NULL || req->user_agent_len == 0)
 		return;
-	put(ev, EF_USER_AGENT, req->user_agent, req->user_agent_len, full);
-	if (!event_has(ev, EF_USER_AGENT))
-		return;
-	ua = arena_ptr(ev, EF_USER_AGENT);
-	utf8_sanitize(ua, req->user_agent_len);
-	ev->is_bot = user_agent_is_bot(ua, req->user_agent_len);
+	len = text_cut(ua, req->user_agent_len, max);
+	if (text_check(ua, len, &text_repair_all, &repaired_len) != 0) {
+		len = text_repair(ua, len, &text_repair_all, scratch,
+		                  max < scratch_cap ? max : scratch_cap);
+		ua = scratch;
+		ev->text_repaired = true;
+	}
+	put(ev, EF_USER_AGENT, ua, len, full);
+	if (event_has(ev, EF_USER_AGENT))
+		ev->is_bot = user_agent_is_bot(arena_ptr(ev, EF_USER_AGENT), len);
 }
 
 static int event_finish(struct event *ev, const struct beacon_request *req,
@@ -760,11 +811,13 @@ static int event_finish(struct event *ev, const struct beacon_request *req,
 	int click;
 
 	visitor_set(req, opt, ev, &full);
+	/* From here on the fields are not read: scratch is free (the page URL's query, then
+	 * the user agent, use it). */
 	click = page_url_enrich(ev, opt, scratch, scratch_cap, &page, &full);
 	referrer_host_set(ev, &full);
 	source_medium_set(ev, &page, click, &full);
 	ip_set(req, opt, ev, &full);
-	user_agent_set(req, ev, &full);
+	user_agent_set(req, opt, ev, scratch, scratch_cap, &full);
 	if (req->protocol != NULL)
 		put(ev, EF_PROTOCOL, req->protocol, strlen(req->protocol), &full);
 	if (full) {
@@ -786,6 +839,7 @@ int beacon_finish(struct event *ev, const struct beacon_request *req,
 
 struct query_ctx {
 	struct beacon_fields *fields;
+	size_t max_string;
 	char *err;
 	size_t errlen;
 	bool err_set;
@@ -797,6 +851,8 @@ static int query_field_cb(void *ud, const char *key, size_t key_len, const char 
 	struct query_ctx *q = ud;
 	int rc = fields_count(q->fields, q->err, q->errlen);
 
+	if (rc == 0)
+		rc = field_length_check(key, key_len, value_len, q->max_string, q->err, q->errlen);
 	if (rc == 0)
 		rc = fields_put(q->fields, field_lookup(key, key_len), value, value_len, q->err,
 		                q->errlen);
@@ -810,7 +866,10 @@ int beacon_decode_query(const char *q, size_t len, const struct beacon_request *
 {
 	char scratch[BEACON_MAX_BYTES];
 	struct beacon_fields fields;
-	struct query_ctx ctx = {.fields = &fields, .err = err, .errlen = errlen};
+	struct text_rules rules = text_rules_of(opt);
+	struct query_ctx ctx = {
+	    .fields = &fields, .max_string = max_string_of(opt), .err = err, .errlen = errlen};
+	size_t repairs = 0;
 	int rc;
 
 	if (len > sizeof(scratch)) {
@@ -818,18 +877,26 @@ int beacon_decode_query(const char *q, size_t len, const struct beacon_request *
 		return -ENOSPC; /* beacon.h: -E2BIG is too many fields, -ENOSPC too long */
 	}
 	fields_init(&fields, opt);
-	rc = url_query_parse(q, len, scratch, sizeof(scratch), query_field_cb, &ctx);
+	rc = url_query_parse_text(q, len, scratch, sizeof(scratch), &rules, &repairs,
+	                          query_field_cb, &ctx);
 	if (rc < 0 && !ctx.err_set) {
-		if (rc == -EILSEQ)
+		if (rc == -EILSEQ) {
 			set_err(err, errlen, "not UTF-8");
-		else if (rc == -EINVAL)
+		} else if (rc == -EBADMSG) {
+			set_err(err, errlen, "a control character in a field");
+			rc = -EINVAL;
+		} else if (rc == -EINVAL) {
 			set_err(err, errlen, "bad percent-encoding or empty field name");
-		else
+		} else {
 			set_err(err, errlen, "beacon too large");
+		}
 	}
 	if (rc < 0)
 		return rc;
-	return beacon_build(&fields, req, opt, ev, scratch, sizeof(scratch), err, errlen);
+	rc = beacon_build(&fields, req, opt, ev, scratch, sizeof(scratch), err, errlen);
+	if (rc == 0 && repairs > 0)
+		ev->text_repaired = true;
+	return rc;
 }
 
 /* ------------------------------------------------------------------------ JSON path */
@@ -870,6 +937,8 @@ struct json_ctx {
 	int rc;          /* what cancelled the parse (err filled) */
 	char *err;
 	size_t errlen;
+	struct text_rules rules;
+	size_t max_string;
 
 	/* The element being decoded. */
 	size_t elem_start;
@@ -878,8 +947,10 @@ struct json_ctx {
 	char key[JSON_KEY_MAX]; /* the current key, printable for messages */
 	int key_idx;            /* its native field, or -1 */
 	struct beacon_fields fields;
+	size_t repairs; /* strings of the element the text rules repaired */
 	size_t scratch_used;
 	char scratch[BEACON_MAX_BYTES];
+	char unescaped[EVENT_ARENA_BYTES]; /* a string yajl could not decode (json_string) */
 	struct event ev;
 };
 
@@ -918,7 +989,7 @@ static int json_value_begins(struct json_ctx *c)
 		return 1;
 	if (++c->elements > c->max_batch) {
 		set_err(c->err, c->errlen, "more than %zu beacons in one body", c->max_batch);
-		return json_cancel(c, -E2BIG);
+		return json_cancel(c, -EMSGSIZE);
 	}
 	if (!c->decode)
 		return 1;
@@ -927,6 +998,7 @@ static int json_value_begins(struct json_ctx *c)
 	c->elem_start = start;
 	c->elem_rc = 0;
 	c->elem_reason[0] = '\0';
+	c->repairs = 0;
 	c->scratch_used = 0;
 	fields_init(&c->fields, c->opt);
 	return 1;
@@ -941,10 +1013,13 @@ static int json_element_ends(struct json_ctx *c)
 	c->boundary = end;
 	if (!c->decode)
 		return 1;
-	if (c->elem_rc == 0)
+	if (c->elem_rc == 0) {
 		c->elem_rc =
 		    beacon_build(&c->fields, c->req, c->opt, &c->ev, c->scratch, sizeof(c->scratch),
 		                 c->elem_reason, sizeof(c->elem_reason));
+		if (c->elem_rc == 0 && c->repairs > 0)
+			c->ev.text_repaired = true;
+	}
 	if (c->base == 0)
 		return 1; /* a lone object: the caller emits once the document is whole */
 	if (c->elem_rc != 0) {
@@ -1059,32 +1134,129 @@ static bool json_string_escapes_valid(const struct json_ctx *c)
 	return json_raw_string(c, &raw, &len) && json_surrogates_valid(raw, len);
 }
 
+/* A field value (of any field: unknown ones are checked too) under the text rules and
+ * limits.max_string_bytes; kept in scratch when the field is one of ours. */
 static int json_field_value(struct json_ctx *c, const char *v, size_t len)
 {
+	size_t repaired_len = 0, out_len;
+	int rc = text_check(v, len, &c->rules, &repaired_len);
 	char *copy;
 
-	if (memchr(v, '\0', len) != NULL) {
-		elem_fail(c, -EINVAL, "NUL in field %s", c->key);
+	if (rc == -EILSEQ) {
+		elem_fail(c, -EILSEQ, "field %s: not UTF-8", c->key);
 		return 1;
 	}
-	if (!url_utf8_valid(v, len)) {
-		elem_fail(c, -EILSEQ, "field %s: not UTF-8", c->key);
+	if (rc == -EBADMSG) {
+		elem_fail(c, -EINVAL, "field %s: a control character", c->key);
+		return 1;
+	}
+	out_len = rc == 1 ? repaired_len : len;
+	if (out_len > c->max_string) {
+		elem_fail(c, -ENOSPC, "field %s: longer than limits.max_string_bytes (%zu)", c->key,
+		          c->max_string);
 		return 1;
 	}
 	if (c->key_idx < 0 || len == 0)
 		return 1;
 	/* yajl's buffer is reused for the next token: keep a copy for the build. */
-	if (len > sizeof(c->scratch) - c->scratch_used) {
+	if (out_len > sizeof(c->scratch) - c->scratch_used) {
 		elem_fail(c, -ENOSPC, "beacon too large");
 		return 1;
 	}
 	copy = c->scratch + c->scratch_used;
-	memcpy(copy, v, len);
-	c->scratch_used += len;
-	if (fields_put(&c->fields, c->key_idx, copy, len, c->elem_reason, sizeof(c->elem_reason)) <
-	    0)
+	if (rc == 1) {
+		text_repair(v, len, &c->rules, copy, out_len);
+		c->repairs++;
+	} else {
+		memcpy(copy, v, len);
+	}
+	c->scratch_used += out_len;
+	if (fields_put(&c->fields, c->key_idx, copy, out_len, c->elem_reason,
+	               sizeof(c->elem_reason)) < 0)
 		c->elem_rc = -EINVAL;
 	return 1;
+}
+
+static unsigned json_hex4(const char *s)
+{
+	unsigned cp = 0;
+
+	for (int k = 0; k < 4; k++)
+		cp = cp << 4 | (unsigned)hex_digit((unsigned char)s[k]);
+	return cp;
+}
+
+/* Writes code point cp as UTF-8 into out; returns its length. */
+static size_t utf8_encode(unsigned cp, char out[4])
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (char)(0xC0 | cp >> 6);
+		out[1] = (char)(0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (char)(0xE0 | cp >> 12);
+		out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+		out[2] = (char)(0x80 | (cp & 0x3F));
+		return 3;
+	}
+	out[0] = (char)(0xF0 | cp >> 18);
+	out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+	out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+	out[3] = (char)(0x80 | (cp & 0x3F));
+	return 4;
+}
+
+/*
+ * Decodes the raw text of a JSON string (yajl's lexer has checked its escapes: each \u has
+ * four hex digits) into out, with each \u escape of a surrogate that is not half of a pair
+ * becoming U+FFFD: what JavaScript's JSON.stringify writes for a string cut in the middle
+ * of an emoji. False when the result does not fit in cap.
+ */
+static bool json_unescape_repair(const char *raw, size_t len, char *out, size_t cap,
+                                 size_t *out_len)
+{
+	size_t i = 0, w = 0;
+
+	while (i < len) {
+		char tmp[4];
+		size_t n = 1;
+
+		if (raw[i] != '\\' || i + 1 >= len) {
+			tmp[0] = raw[i++];
+		} else if (raw[i + 1] != 'u') {
+			static const char from[] = "bfnrt", to[] = "\b\f\n\r\t";
+			const char *esc = strchr(from, raw[i + 1]);
+
+			tmp[0] = esc != NULL && raw[i + 1] != '\0' ? to[esc - from] : raw[i + 1];
+			i += 2;
+		} else if (len - i < 6) {
+			return false; /* not what yajl lets through */
+		} else {
+			unsigned cp = json_hex4(raw + i + 2), low;
+
+			i += 6;
+			if (cp >= 0xD800 && cp <= 0xDBFF && len - i >= 6 && raw[i] == '\\' &&
+			    raw[i + 1] == 'u' && (low = json_hex4(raw + i + 2)) >= 0xDC00 &&
+			    low <= 0xDFFF) {
+				cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+				i += 6;
+			} else if (cp >= 0xD800 && cp <= 0xDFFF) {
+				cp = 0xFFFD;
+			}
+			n = utf8_encode(cp, tmp);
+		}
+		if (n > cap - w)
+			return false;
+		memcpy(out + w, tmp, n);
+		w += n;
+	}
+	*out_len = w;
+	return true;
 }
 
 static int json_null(void *ctx)
@@ -1127,44 +1299,66 @@ static int json_string(void *ctx, const unsigned char *s, size_t len)
 	if (!json_at_field(c))
 		return 1;
 	if (!json_string_escapes_valid(c)) {
-		elem_fail(c, -EILSEQ, "field %s: not UTF-8 (broken surrogate escape)", c->key);
-		return 1;
+		const char *raw;
+		size_t raw_len, n;
+
+		/* yajl has already mangled such a string: with limits.invalid_utf8=replace it
+		 * is decoded again from its raw text, the broken halves as U+FFFD. */
+		if (!c->rules.replace_invalid_utf8 || !json_raw_string(c, &raw, &raw_len)) {
+			elem_fail(c, -EILSEQ, "field %s: not UTF-8 (broken surrogate escape)",
+			          c->key);
+			return 1;
+		}
+		if (!json_unescape_repair(raw, raw_len, c->unescaped, sizeof(c->unescaped), &n)) {
+			elem_fail(c, -ENOSPC, "field %s: longer than limits.max_string_bytes (%zu)",
+			          c->key, c->max_string);
+			return 1;
+		}
+		if (c->key_idx >= 0)
+			c->repairs++;
+		return json_field_value(c, c->unescaped, n);
 	}
 	return json_field_value(c, (const char *)s, len);
 }
 
-/* Keeps the key for messages when it is short printable ASCII, "?" otherwise. */
-static void json_key_keep(struct json_ctx *c, const char *k, size_t len)
-{
-	bool printable = len > 0 && len < sizeof(c->key);
-
-	for (size_t i = 0; printable && i < len; i++)
-		printable = k[i] > 0x20 && k[i] < 0x7F;
-	if (printable) {
-		memcpy(c->key, k, len);
-		c->key[len] = '\0';
-	} else {
-		strcpy(c->key, "?");
-	}
-}
-
+/*
+ * A field name: counted, and checked like a value (text rules, limits.max_string_bytes).
+ * Our field names are ASCII, so a name the rules repair names none of them: its value is
+ * checked and dropped like any unknown field's.
+ */
 static int json_map_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct json_ctx *c = ctx;
 	const char *k = (const char *)s;
+	size_t repaired_len;
+	int rc;
 
 	if (!json_at_field(c))
 		return 1;
-	json_key_keep(c, k, len);
+	printable_name(k, len, c->key, sizeof(c->key));
 	c->key_idx = field_lookup(k, len);
-	if (fields_count(&c->fields, c->elem_reason, sizeof(c->elem_reason)) < 0)
+	if (fields_count(&c->fields, c->elem_reason, sizeof(c->elem_reason)) < 0) {
 		c->elem_rc = -E2BIG;
-	else if (len == 0) /* as on the query path ("=v"): one beacon, one rule */
+		return 1;
+	}
+	if (len == 0) { /* as on the query path ("=v"): one beacon, one rule */
 		elem_fail(c, -EINVAL, "empty field name");
-	else if (memchr(k, '\0', len) != NULL)
-		elem_fail(c, -EINVAL, "NUL in a field name");
-	else if (!url_utf8_valid(k, len) || !json_string_escapes_valid(c))
+		return 1;
+	}
+	if (len > c->max_string) {
+		elem_fail(c, -ENOSPC, "a field name longer than limits.max_string_bytes (%zu)",
+		          c->max_string);
+		return 1;
+	}
+	rc = text_check(k, len, &c->rules, &repaired_len);
+	if (rc == 0 && !json_string_escapes_valid(c))
+		rc = c->rules.replace_invalid_utf8 ? 1 : -EILSEQ;
+	if (rc == -EILSEQ)
 		elem_fail(c, -EILSEQ, "field name not UTF-8");
+	else if (rc == -EBADMSG)
+		elem_fail(c, -EINVAL, "a control character in a field name");
+	else if (rc == 1)
+		c->key_idx = -1;
 	return 1;
 }
 
@@ -1288,6 +1482,8 @@ int beacon_decode_json(const char *body, size_t len, const struct beacon_request
 	c.ud = ud;
 	c.err = err;
 	c.errlen = errlen;
+	c.rules = text_rules_of(opt);
+	c.max_string = max_string_of(opt);
 	c.base = body[i] == '[' ? 1 : 0;
 	c.max_depth = opt_or(opt->max_json_depth, BEACON_DEFAULT_MAX_JSON_DEPTH);
 	c.max_batch = c.base ? opt_or(opt->max_batch, BEACON_DEFAULT_MAX_BATCH) : 1;

@@ -55,6 +55,8 @@ static const struct option options[] = {
      "counted (clickd_http_connections_refused_total)."},
     {"http.max_header_bytes", INT(http_max_header_bytes), "8192", 1024, 1048576, NULL, true,
      "Bytes of request line plus headers at most; over it: 431."},
+    {"http.max_headers", INT(http_max_headers), "100", 8, 10000, NULL, true,
+     "Header fields per request at most (chunked trailers included); over it: 431."},
     {"http.max_url_bytes", INT(http_max_url_bytes), "4096", 256, 8192, NULL, true,
      "Bytes of request target (path and query) at most; over it: 414. At most 8192, "
      "which one event can hold."},
@@ -126,6 +128,17 @@ static const struct option options[] = {
      "Fields per beacon at most; over it the beacon is dead-lettered."},
     {"limits.max_json_depth", INT(limits_max_json_depth), "8", 2, 64, NULL, true,
      "Nesting depth of a JSON body at most; deeper: 400."},
+    {"limits.max_string_bytes", INT(limits_max_string_bytes), "4096", 64, 8192, NULL, true,
+     "Bytes of one field name or value of a beacon (query or JSON, as decoded) at most; a "
+     "longer one: the beacon is dead-lettered (too_large). The User-Agent header is cut to "
+     "this length instead (at a character boundary)."},
+    {"limits.invalid_utf8", ENUM(limits_invalid_utf8), "reject", 0, 0, "reject|replace", true,
+     "A beacon field that is not valid UTF-8: reject (the beacon is dead-lettered, "
+     "not_utf8) or replace (each invalid sequence becomes U+FFFD, as browsers decode)."},
+    {"limits.control_chars", ENUM(limits_control_chars), "replace", 0, 0, "reject|replace", true,
+     "A beacon field holding a control character (C0 with NUL, tab and newline; DEL; C1): "
+     "replace (each becomes U+FFFD) or reject (the beacon is dead-lettered, malformed). "
+     "The User-Agent header is always repaired, never a reason to refuse a beacon."},
     {"limits.dead_letter_payload_bytes", INT(limits_dead_letter_payload_bytes), "4096", 64, 65536,
      NULL, true, "Bytes of the offending payload kept in a dead-letter record."},
 

@@ -12,7 +12,9 @@
  *   only for what the socket did not take (see conn_send);
  * - at most one uv_write per connection is in flight, and nothing is sent while it is
  *   (the next answers wait in the other buffer); reading pauses while more than
- *   OUT_PAUSE_BYTES wait, so a client that pipelines without reading cannot grow memory;
+ *   OUT_PAUSE_BYTES wait, so a client that pipelines without reading cannot grow memory,
+ *   and a write that still waits when the idle timer fires ends the connection, so such a
+ *   client cannot hold it (and its buffers) for ever either;
  * - memory is freed only from close callbacks (both the tcp and the timer handle);
  * - the idle timer restarts when a request begins or completes, never on a mere read: a
  *   request has http.idle_timeout_ms from its first byte to its last.
@@ -33,6 +35,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 /* listen(2) backlog: the same as net_listen_tcp's and the socket units' Backlog=, since
  * uv_listen calls listen again on a socket passed by systemd. */
@@ -276,6 +279,7 @@ static int on_message_begin(http_parser *hp)
 	p->len = 0;
 	p->url_len = 0;
 	p->header_bytes = 0;
+	p->header_count = 0;
 	memset(p->headers, 0, sizeof(p->headers));
 	p->field_len = 0;
 	p->cur_header = HDR_NONE;
@@ -338,6 +342,10 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
 	struct http_reqparser *p = hp->data;
 	bool first = p->piece != PIECE_NAME;
+	/* The count before the bytes: a name's first piece may be a byte or all of it, and
+	 * the answer must not depend on that (found by fuzz_http). */
+	if (first && ++p->header_count > p->limits.max_headers)
+		return rp_fail(p, 431, "more header fields than http.max_headers");
 	if (count_header_bytes(p, len, first) < 0)
 		return -1;
 	if (first) {
@@ -972,14 +980,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	conn_flush(c);
 }
 
+/*
+ * The connection's one timer: a request not completed within http.idle_timeout_ms of its
+ * first byte (408), a connection idle that long between requests (closed quietly), the
+ * end of a lingering close, and a client that does not read. A write still waiting when
+ * the timer fires has waited at least since the last request began or ended (when the
+ * timer was last started): the client has not taken its answers for that long, and since
+ * reading pauses while answers pile up, it could hold the connection and its buffers for
+ * ever. It is closed; what it sent after is not answered, since no answer would reach it.
+ */
 static void on_idle_timeout(uv_timer_t *t)
 {
 	struct http_conn *c = t->data;
+	struct http_server *srv = c->srv;
+
 	if (c->lingering) {
 		conn_close(c);
 		return;
 	}
-	if (c->srv->limits.collect_metrics)
+	if (c->writing) {
+		if (srv->limits.collect_metrics)
+			metrics_add(METRIC_HTTP_SLOW_READERS, 1);
+		conn_close(c);
+		return;
+	}
+	if (srv->limits.collect_metrics)
 		metrics_add(METRIC_HTTP_IDLE_TIMEOUTS, 1);
 	if (http_reqparser_in_message(&c->rp) && !c->close_after_write) {
 		const char *partial;
@@ -991,31 +1016,40 @@ static void on_idle_timeout(uv_timer_t *t)
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->reading = false;
 		}
+		/* If the client does not read the 408 either, the next firing closes. */
+		uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms, 0);
 		conn_flush(c);
 		return;
 	}
 	conn_close(c);
 }
 
+/* The answer to a client past max_connections. */
+static const char refusal[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                              "Connection: close\r\nRetry-After: 1\r\n"
+                              "Content-Type: text/plain\r\nContent-Length: 21\r\n\r\n"
+                              "too many connections\n";
+
+static void count_refusal(struct http_server *srv)
+{
+	if (srv->limits.collect_metrics) {
+		metrics_add(METRIC_HTTP_CONNECTIONS_REFUSED, 1);
+		metrics_http_status(503);
+	}
+}
+
 static void refuse_connection(struct http_server *srv)
 {
-	static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
-	                             "Connection: close\r\nRetry-After: 1\r\n"
-	                             "Content-Type: text/plain\r\nContent-Length: 21\r\n\r\n"
-	                             "too many connections\n";
 	uv_tcp_t *t = malloc(sizeof(*t));
 	if (!t)
 		return;
 	uv_tcp_init(srv->loop, t);
 	if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)t) == 0) {
-		uv_buf_t b = uv_buf_init((char *)answer, sizeof(answer) - 1);
+		uv_buf_t b = uv_buf_init((char *)refusal, sizeof(refusal) - 1);
 		uv_try_write((uv_stream_t *)t, &b, 1);
 	}
 	uv_close((uv_handle_t *)t, (uv_close_cb)free);
-	if (srv->limits.collect_metrics) {
-		metrics_add(METRIC_HTTP_CONNECTIONS_REFUSED, 1);
-		metrics_http_status(503);
-	}
+	count_refusal(srv);
 }
 
 /* One more connection within max_connections (over every server sharing the budget)? */
@@ -1038,27 +1072,16 @@ static void give_back_connection_slot(struct http_server *srv)
 		atomic_fetch_sub_explicit(srv->limits.shared_open, 1, memory_order_relaxed);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* A connection of srv, linked and counted (its slot taken), with its handles initialised
+ * but no socket yet; conn_close releases it. NULL when out of memory (the slot is given
+ * back). */
+static struct http_conn *conn_new(struct http_server *srv)
 {
-	struct http_server *srv = listener->data;
-	const struct http_reqparser_limits limits = {
-	    .max_header_bytes = srv->limits.max_header_bytes,
-	    .max_url_bytes = srv->limits.max_url_bytes,
-	    .max_body_bytes = srv->limits.max_body_bytes,
-	};
-	struct http_conn *c;
-	int len = sizeof(struct sockaddr_storage);
+	struct http_conn *c = calloc(1, sizeof(*c));
 
-	if (status < 0 || srv->closing)
-		return;
-	if (!take_connection_slot(srv)) {
-		refuse_connection(srv);
-		return;
-	}
-	c = calloc(1, sizeof(*c));
 	if (!c) {
 		give_back_connection_slot(srv);
-		return;
+		return NULL;
 	}
 	c->srv = srv;
 	uv_tcp_init(srv->loop, &c->tcp);
@@ -1072,23 +1095,92 @@ static void on_connection(uv_stream_t *listener, int status)
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->open++;
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
-		conn_close(c);
-		return;
-	}
+	return c;
+}
+
+/* Starts serving c once its tcp handle holds the socket. peer NULL: getpeername. */
+static int conn_start(struct http_conn *c, const struct sockaddr *peer)
+{
+	struct http_server *srv = c->srv;
+	const struct http_reqparser_limits limits = {
+	    .max_header_bytes = srv->limits.max_header_bytes,
+	    .max_headers = srv->limits.max_headers,
+	    .max_url_bytes = srv->limits.max_url_bytes,
+	    .max_body_bytes = srv->limits.max_body_bytes,
+	};
+	int len = sizeof(struct sockaddr_storage), rc;
+
 	uv_tcp_nodelay(&c->tcp, 1);
-	uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len);
+	if (peer)
+		memcpy(&c->peer, peer,
+		       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                   : sizeof(struct sockaddr_in));
+	else
+		uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len);
 	if (net_ip_string((struct sockaddr *)&c->peer, c->peer_ip, sizeof(c->peer_ip)) < 0)
 		strcpy(c->peer_ip, "unknown");
 	http_reqparser_init(&c->rp, &limits, conn_on_request, conn_on_continue, c);
 	if (srv->limits.collect_metrics)
 		metrics_add(METRIC_HTTP_CONNECTIONS, 1);
 	uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms, 0);
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+	rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	if (rc < 0) {
+		conn_close(c);
+		return rc;
+	}
+	c->reading = true;
+	return 0;
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	struct http_server *srv = listener->data;
+	struct http_conn *c;
+
+	if (status < 0 || srv->closing)
+		return;
+	if (!take_connection_slot(srv)) {
+		refuse_connection(srv);
+		return;
+	}
+	c = conn_new(srv);
+	if (!c)
+		return;
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0) {
 		conn_close(c);
 		return;
 	}
-	c->reading = true;
+	conn_start(c, NULL);
+}
+
+int http_server_adopt(struct http_server *srv, int fd, const struct sockaddr *peer)
+{
+	struct http_conn *c;
+	int rc;
+
+	if (srv->closing) {
+		close(fd);
+		return UV_ECANCELED;
+	}
+	if (!take_connection_slot(srv)) {
+		/* As refuse_connection: the answer if the socket takes it at once, then close. */
+		(void)!send(fd, refusal, sizeof(refusal) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		close(fd);
+		count_refusal(srv);
+		return UV_EBUSY;
+	}
+	c = conn_new(srv);
+	if (!c) {
+		close(fd);
+		return UV_ENOMEM;
+	}
+	rc = uv_tcp_open(&c->tcp, fd);
+	if (rc < 0) {
+		close(fd);
+		conn_close(c);
+		return rc;
+	}
+	return conn_start(c, peer);
 }
 
 int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http_limits *limits,
@@ -1111,6 +1203,10 @@ int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http
 	srv->listener.data = srv;
 	srv->drain_timer.data = srv;
 	srv->open_handles = 2;
+	if (fd < 0) {
+		*out = srv;
+		return 0; /* no listener: connections come through http_server_adopt */
+	}
 	rc = uv_tcp_open(&srv->listener, fd);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&srv->listener, HTTP_LISTEN_BACKLOG, on_connection);

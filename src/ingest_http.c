@@ -49,7 +49,8 @@ struct batch {
 	struct beacon_request br;
 	size_t accepted;
 	size_t rejected;
-	size_t full; /* beacons refused: a ring was full (all of the batch then) */
+	size_t full;     /* beacons refused: a ring was full (all of the batch then) */
+	size_t repaired; /* accepted beacons whose text was repaired (text.h) */
 	size_t accepted_by[EVENT_PROTOCOL__COUNT]; /* accepted, by the event's protocol */
 	const char *protocol;                      /* the request's, for its dead letters */
 	bool set_cookie;
@@ -82,6 +83,9 @@ void ingest_reconfigure(struct ingest *ix, const struct config *cfg)
 	ix->beacon.max_fields = (size_t)cfg->limits_max_fields;
 	ix->beacon.max_batch = (size_t)cfg->limits_max_batch;
 	ix->beacon.max_json_depth = (size_t)cfg->limits_max_json_depth;
+	ix->beacon.max_string_bytes = (size_t)cfg->limits_max_string_bytes;
+	ix->beacon.replace_invalid_utf8 = strcmp(cfg->limits_invalid_utf8, "replace") == 0;
+	ix->beacon.reject_controls = strcmp(cfg->limits_control_chars, "reject") == 0;
 	for (size_t i = 0; i < cfg->affiliate_param_count; i++)
 		ix->affiliate_params[i] = cfg->affiliate_params[i];
 	ix->beacon.affiliate_params = ix->affiliate_params;
@@ -226,6 +230,17 @@ void ingest_client_ip(const struct config *cfg, const struct http_request *req, 
 	}
 }
 
+/* A serialised origin (scheme://host[:port], "null") is visible ASCII: anything else is
+ * not one, and is never echoed into a header (http-parser lets control characters other
+ * than CR and LF through in values; the fuzzer found one echoed). */
+static bool origin_echoable(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] <= 0x20 || s[i] >= 0x7F)
+			return false;
+	return true;
+}
+
 /* Appends the CORS headers for an allowed Origin (echoed, never *). */
 static size_t cors_headers(const struct config *cfg, const struct http_request *req, bool preflight,
                            char *out, size_t cap)
@@ -234,6 +249,7 @@ static size_t cors_headers(const struct config *cfg, const struct http_request *
 	int w;
 
 	if (!req->origin || req->origin_len == 0 || req->origin_len > 255 ||
+	    !origin_echoable(req->origin, req->origin_len) ||
 	    !config_cors_allowed(cfg, req->origin, req->origin_len))
 		return 0;
 	w = snprintf(out, cap,
@@ -322,6 +338,7 @@ static int submit(struct batch *b, struct event *ev)
 	if (b->full == 0 && pipeline_submit(b->ix->pl, ev) == 0) {
 		b->accepted++;
 		b->accepted_by[event_protocol(ev)]++;
+		b->repaired += ev->text_repaired;
 		if (ev->set_visitor_cookie)
 			b->set_cookie = true;
 	} else {
@@ -338,10 +355,13 @@ static void batch_settle(struct batch *b)
 		for (int p = 0; p < EVENT_PROTOCOL__COUNT; p++)
 			if (b->accepted_by[p])
 				metrics_protocol_events_in(p, b->accepted_by[p]);
+		if (b->repaired)
+			metrics_add(METRIC_BEACONS_REPAIRED, b->repaired);
 		return;
 	}
 	pipeline_abort(b->ix->pl);
 	memset(b->accepted_by, 0, sizeof(b->accepted_by));
+	b->repaired = 0;
 	b->full += b->accepted;
 	b->accepted = 0;
 }
@@ -428,7 +448,7 @@ static void batch_init(struct batch *b, struct ingest *ix, const struct http_req
 
 	b->ix = ix;
 	b->req = req;
-	b->accepted = b->rejected = b->full = 0;
+	b->accepted = b->rejected = b->full = b->repaired = 0;
 	memset(b->accepted_by, 0, sizeof(b->accepted_by));
 	b->protocol = PROTOCOL_NATIVE;
 	b->set_cookie = false;
@@ -552,7 +572,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		}
 		if (kind == BODY_LINES &&
 		    count_lines(body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
-			note_reject(tb, -E2BIG, "more beacons than limits.max_batch", body,
+			note_reject(tb, -EMSGSIZE, "more beacons than limits.max_batch", body,
 			            req->body_len);
 			respond_text(conn, 413, "more beacons than limits.max_batch", headers,
 			             headers_len);
@@ -563,7 +583,7 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		} else {
 			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
 			                            emit_json, reject_json, tb, err, sizeof(err));
-			if (rc == -E2BIG) {
+			if (rc == -EMSGSIZE) {          /* more than limits.max_batch */
 				pipeline_abort(ix->pl); /* nothing was emitted; to be sure */
 				note_reject(tb, rc, err, body, req->body_len);
 				respond_text(conn, 413, err, headers, headers_len);

@@ -74,7 +74,8 @@ struct pass {
 	size_t skip;       /* good beacons taken by earlier passes */
 	size_t good;       /* good beacons met so far */
 	size_t submitted;
-	bool full; /* a ring refused a beacon: nothing more is submitted */
+	size_t repaired; /* of those, beacons whose text was repaired (text.h) */
+	bool full;       /* a ring refused a beacon: nothing more is submitted */
 };
 
 struct ingest_udp {
@@ -138,6 +139,7 @@ static int pass_take(void *ud, struct event *ev)
 		return 0;
 	if (!p->full && pipeline_submit(p->u->ix->pl, ev) == 0) {
 		p->submitted++;
+		p->repaired += ev->text_repaired;
 		return 0;
 	}
 	p->full = true;
@@ -200,6 +202,8 @@ static size_t datagram_pass(struct ingest_udp *u, struct held_datagram *d, bool 
 	}
 	if (p.submitted)
 		metrics_protocol_events_in(EVENT_PROTOCOL_NATIVE, pipeline_commit(u->ix->pl));
+	if (p.repaired)
+		metrics_add(METRIC_BEACONS_REPAIRED, p.repaired);
 	d->taken += p.submitted;
 	u->beacons_taken += p.submitted;
 	d->decoded = true;

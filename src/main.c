@@ -278,6 +278,7 @@ static struct http_limits collect_limits(struct daemon *d, const struct config *
 	    .max_connections = (size_t)cfg->http_max_connections,
 	    .shared_open = &d->http_open,
 	    .max_header_bytes = (size_t)cfg->http_max_header_bytes,
+	    .max_headers = (size_t)cfg->http_max_headers,
 	    .max_url_bytes = (size_t)cfg->http_max_url_bytes,
 	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
 	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
@@ -1035,6 +1036,7 @@ static int admin_start(struct daemon *d)
 	struct http_limits admin = {
 	    .max_connections = 64,
 	    .max_header_bytes = 8192,
+	    .max_headers = 100,
 	    .max_url_bytes = 2048,
 	    .max_body_bytes = 0,
 	    .idle_timeout_ms = 30000,

@@ -6,7 +6,9 @@
  * kept as is, `"` and `\` are escaped, every byte below 0x20 and DEL (0x7f) becomes a short
  * escape (\n, \t, ...) or \u00XX, and a byte that does not start a valid UTF-8 sequence
  * becomes U+FFFD. So whatever the bytes, the output is valid JSON. The worst case is 6
- * output bytes per input byte (\u00XX), which RECORD_EVENT_MAX_BYTES accounts for.
+ * output bytes per input byte (\u00XX), which RECORD_EVENT_MAX_BYTES accounts for. A
+ * dead letter's payload is the one string that may hold control characters (event strings
+ * hold none: text.h); there, all but tab, LF and CR become U+FFFD too.
  *
  * The writer keeps going after the buffer is full (it only counts), so a record either fits
  * whole or the call answers -ENOSPC; the buffer then holds no promise.
@@ -130,8 +132,15 @@ static bool word_is_plain(uint64_t w)
  * to at most max_in bytes, at a character boundary: a valid sequence that would cross the
  * limit is left out whole. Runs of plain bytes are copied in one go, found 8 bytes at a
  * time (records are mostly plain ASCII: this loop was the shard's hottest).
+ *
+ * With only_whitespace_controls (a dead letter's payload: raw client bytes, read by people
+ * with jq -r and in terminals), every control character but tab, LF and CR (escaped as
+ * usual: the lines of a body stay readable) becomes U+FFFD too: NUL, ESC (terminal
+ * escape sequences), the rest of C0, DEL and C1. Event strings hold none (the decoders
+ * see to it), so their writer skips the check.
  */
-static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t max_in)
+static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t max_in,
+                           bool only_whitespace_controls)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t limit = n < max_in ? n : max_in;
@@ -160,6 +169,9 @@ static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t m
 			if (c == '"' || c == '\\') {
 				out_char(o, '\\');
 				out_char(o, (char)c);
+			} else if (only_whitespace_controls && c != '\t' && c != '\n' &&
+			           c != '\r') {
+				out_bytes(o, "\xef\xbf\xbd", 3); /* U+FFFD */
 			} else {
 				out_escaped_control(o, c);
 			}
@@ -169,7 +181,10 @@ static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t m
 				run = i;
 				break; /* would cross the cut: leave the character out */
 			}
-			out_bytes(o, s + i, seq);
+			if (only_whitespace_controls && c == 0xc2 && u[i + 1] <= 0x9f)
+				out_bytes(o, "\xef\xbf\xbd", 3); /* a C1 control */
+			else
+				out_bytes(o, s + i, seq);
 			i += seq;
 		} else {
 			out_bytes(o, "\xef\xbf\xbd", 3); /* U+FFFD */
@@ -183,7 +198,7 @@ static void out_string_cut(struct json_out *o, const char *s, size_t n, size_t m
 
 static void out_string(struct json_out *o, const char *s, size_t n)
 {
-	out_string_cut(o, s, n, n);
+	out_string_cut(o, s, n, n, false);
 }
 
 static void out_key_n(struct json_out *o, const char *key, size_t len)
@@ -470,7 +485,7 @@ int record_dead_letter_json(int64_t received_at_ms, const char *reason, const ch
 		out_key_string(&o, "peer", peer, strlen(peer));
 	if (payload && payload_len > 0 && max_payload > 0) {
 		out_key(&o, "payload");
-		out_string_cut(&o, payload, payload_len, max_payload);
+		out_string_cut(&o, payload, payload_len, max_payload, true);
 	}
 	out_char(&o, '}');
 	return out_finish(&o);

@@ -2,11 +2,15 @@
  * url.c - percent-decoding, query strings and URL splitting (see url.h).
  *
  * Everything here is a pure function over caller-owned buffers: no allocation, no global
- * state, safe from any thread. The decoders are strict on purpose: a beacon that does not
- * decode cleanly is rejected (and dead-lettered) rather than repaired by a guess, so what
- * reaches the sinks is always valid UTF-8 without NUL bytes (event.h's invariant).
+ * state, safe from any thread. A bad escape is always refused, never repaired by a guess.
+ * What the decoded bytes may be is the caller's rule: url_decode and url_query_parse refuse
+ * NUL and invalid UTF-8; url_query_parse_text applies the config's text rules (text.h:
+ * refuse, or replace with U+FFFD), so what reaches the sinks is always valid UTF-8 without
+ * control characters (event.h's invariant).
  */
 #include "clickd/url.h"
+
+#include "clickd/text.h"
 
 #include <errno.h>
 #include <string.h>
@@ -22,8 +26,10 @@ static int hex_value(unsigned char c)
 	return -1;
 }
 
-int url_decode(const char *in, size_t len, char *out, size_t cap, bool plus_is_space,
-               size_t *out_len)
+/* Percent-decodes in into out; with reject_nul a NUL (raw or %00) is -EINVAL. The bytes
+ * are not judged otherwise: the caller checks them. */
+static int decode_bytes(const char *in, size_t len, char *out, size_t cap, bool plus_is_space,
+                        bool reject_nul, size_t *out_len)
 {
 	size_t i = 0, n = 0;
 
@@ -41,10 +47,10 @@ int url_decode(const char *in, size_t len, char *out, size_t cap, bool plus_is_s
 			if (hi < 0 || lo < 0)
 				return -EINVAL;
 			c = (unsigned char)(hi << 4 | lo);
-			if (c == 0)
+			if (c == 0 && reject_nul)
 				return -EINVAL;
 			i += 3;
-		} else if (c == 0) {
+		} else if (c == 0 && reject_nul) {
 			return -EINVAL;
 		} else {
 			if (c == '+' && plus_is_space)
@@ -55,6 +61,18 @@ int url_decode(const char *in, size_t len, char *out, size_t cap, bool plus_is_s
 			return -ENOSPC;
 		out[n++] = (char)c;
 	}
+	*out_len = n;
+	return 0;
+}
+
+int url_decode(const char *in, size_t len, char *out, size_t cap, bool plus_is_space,
+               size_t *out_len)
+{
+	size_t n;
+	int rc = decode_bytes(in, len, out, cap, plus_is_space, true, &n);
+
+	if (rc < 0)
+		return rc;
 	if (!url_utf8_valid(out, n))
 		return -EILSEQ;
 	*out_len = n;
@@ -109,8 +127,47 @@ bool url_utf8_valid(const char *str, size_t len)
 	return true;
 }
 
-int url_query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap, url_query_cb cb,
-                    void *ud)
+/*
+ * Decodes one key or value of a query into scratch[*used..cap) and advances *used. Without
+ * rules, url_decode's strict reading. With rules, the decoded bytes go through text_check:
+ * clean text stays where it was decoded; text to repair is repaired into the space after
+ * it (up to 3 bytes per byte) and moved back, so each piece keeps one place in scratch.
+ */
+static int decode_piece(const char *in, size_t len, char *scratch, size_t cap, size_t *used,
+                        const struct text_rules *rules, size_t *repairs, const char **out,
+                        size_t *out_len)
+{
+	char *dst = scratch + *used;
+	size_t room = cap - *used, n, repaired_len = 0;
+	int rc;
+
+	if (rules == NULL) {
+		rc = url_decode(in, len, dst, room, true, &n);
+	} else {
+		rc = decode_bytes(in, len, dst, room, true, false, &n);
+		if (rc == 0)
+			rc = text_check(dst, n, rules, &repaired_len);
+		if (rc == 1) {
+			if (repaired_len > room - n)
+				return -ENOSPC;
+			text_repair(dst, n, rules, dst + n, repaired_len);
+			memmove(dst, dst + n, repaired_len);
+			n = repaired_len;
+			rc = 0;
+			if (repairs != NULL)
+				(*repairs)++;
+		}
+	}
+	if (rc < 0)
+		return rc;
+	*used += n;
+	*out = dst;
+	*out_len = n;
+	return 0;
+}
+
+static int query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap,
+                       const struct text_rules *rules, size_t *repairs, url_query_cb cb, void *ud)
 {
 	size_t pos = 0, used = 0;
 
@@ -118,9 +175,8 @@ int url_query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap
 		const char *seg = q + pos;
 		const char *amp = memchr(seg, '&', len - pos);
 		size_t seg_len = amp ? (size_t)(amp - seg) : len - pos;
-		const char *eq;
-		size_t key_raw, key_len, value_len;
-		char *key, *value;
+		const char *eq, *key, *value = scratch + used;
+		size_t key_raw, key_len, value_len = 0;
 		int rc;
 
 		pos += seg_len + 1;
@@ -133,25 +189,34 @@ int url_query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap
 
 		/* Each pair decodes into fresh scratch space, so earlier pairs stay readable
 		 * until the caller reuses scratch (beacon.c relies on it). */
-		key = scratch + used;
-		rc = url_decode(seg, key_raw, key, scratch_cap - used, true, &key_len);
+		rc = decode_piece(seg, key_raw, scratch, scratch_cap, &used, rules, repairs, &key,
+		                  &key_len);
 		if (rc < 0)
 			return rc;
-		used += key_len;
 		value = scratch + used;
-		value_len = 0;
 		if (eq) {
-			rc = url_decode(eq + 1, seg_len - key_raw - 1, value, scratch_cap - used,
-			                true, &value_len);
+			rc = decode_piece(eq + 1, seg_len - key_raw - 1, scratch, scratch_cap,
+			                  &used, rules, repairs, &value, &value_len);
 			if (rc < 0)
 				return rc;
-			used += value_len;
 		}
 		rc = cb(ud, key, key_len, value, value_len);
 		if (rc != 0)
 			return rc;
 	}
 	return 0;
+}
+
+int url_query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap, url_query_cb cb,
+                    void *ud)
+{
+	return query_parse(q, len, scratch, scratch_cap, NULL, NULL, cb, ud);
+}
+
+int url_query_parse_text(const char *q, size_t len, char *scratch, size_t scratch_cap,
+                         const struct text_rules *rules, size_t *repairs, url_query_cb cb, void *ud)
+{
+	return query_parse(q, len, scratch, scratch_cap, rules, repairs, cb, ud);
 }
 
 static bool is_alpha(unsigned char c)

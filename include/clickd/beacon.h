@@ -35,6 +35,12 @@ struct beacon_options {
 	size_t max_fields;     /* limits.max_fields: fields per beacon */
 	size_t max_batch;      /* limits.max_batch: beacons per JSON array */
 	size_t max_json_depth; /* limits.max_json_depth */
+	/* limits.max_string_bytes: bytes of one field name or value, as decoded (and
+	 * repaired); a longer one refuses the beacon (-ENOSPC). The User-Agent header is cut
+	 * to it instead. 0: 4096. */
+	size_t max_string_bytes;
+	bool replace_invalid_utf8; /* limits.invalid_utf8=replace: U+FFFD; else -EILSEQ */
+	bool reject_controls;      /* limits.control_chars=reject: -EINVAL; else U+FFFD */
 	/* attribution.affiliate_params: page-URL query parameters (exact, case-sensitive
 	 * names) whose value is the affiliate ID, in priority order; borrowed. 0: none. */
 	const char *const *affiliate_params;
@@ -59,11 +65,21 @@ struct beacon_request {
 	const char *protocol; /* "native", "snowplow", ... (EVENT_PROTOCOLS) */
 };
 
-/* Decodes one beacon given as a query string (the part after '?', or one line of a
+/*
+ * Text (text.h): every field name and value, as decoded, must be valid UTF-8 without
+ * control characters (C0 with NUL, tab and newline; DEL; C1). What is not is refused or
+ * replaced with U+FFFD as the options say (replace_invalid_utf8, reject_controls), and
+ * ev->text_repaired tells that something was replaced. The User-Agent header is not the
+ * beacon's data: it is always repaired (and cut to max_string_bytes), never a reason to
+ * refuse the beacon.
+ *
+ * Decodes one beacon given as a query string (the part after '?', or one line of a
  * text/plain or form body) into *ev. Returns 0, or a negative code with a one-line reason
  * in err: -EINVAL malformed (bad escape, empty field name, unknown e=, bad ts/rev, cur not
- * three letters, repeated field with another value), -EILSEQ not UTF-8, -E2BIG too many
- * fields, -ENOSPC strings too long (for the event, or the beacon for the decoder). */
+ * three letters, repeated field with another value, a control character refused),
+ * -EILSEQ not UTF-8 (refused), -E2BIG too many fields, -ENOSPC strings too long (a field
+ * over max_string_bytes, too long for the event, or the beacon for the decoder).
+ */
 int beacon_decode_query(const char *q, size_t len, const struct beacon_request *req,
                         const struct beacon_options *opt, struct event *ev, char *err,
                         size_t errlen);
@@ -87,7 +103,9 @@ typedef void (*beacon_reject_fn)(void *ud, int code, const char *payload, size_t
  * object is one beacon, like a query beacon: emitted, or its failure is the call's code
  * with the reason in err (reject is not called). Otherwise -EINVAL with err filled when
  * the body is not JSON (or not an object/array of objects, or deeper than max_json_depth),
- * -E2BIG when the array holds more than max_batch elements; nothing is emitted then. */
+ * -EMSGSIZE when the array holds more than max_batch elements (a code of its own: a lone
+ * object with too many fields is -E2BIG, a bad beacon, not an oversized body); nothing is
+ * emitted then. */
 int beacon_decode_json(const char *body, size_t len, const struct beacon_request *req,
                        const struct beacon_options *opt, beacon_emit_fn emit,
                        beacon_reject_fn reject, void *ud, char *err, size_t errlen);

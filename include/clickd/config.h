@@ -42,6 +42,7 @@ struct config {
 	char http_listen[CONFIG_STR_MAX];
 	int64_t http_max_connections;
 	int64_t http_max_header_bytes;
+	int64_t http_max_headers;
 	int64_t http_max_url_bytes;
 	int64_t http_max_body_bytes;
 	int64_t http_idle_timeout_ms;
@@ -66,6 +67,9 @@ struct config {
 	int64_t limits_max_batch;
 	int64_t limits_max_fields;
 	int64_t limits_max_json_depth;
+	int64_t limits_max_string_bytes;
+	char limits_invalid_utf8[16];  /* reject|replace */
+	char limits_control_chars[16]; /* reject|replace */
 	int64_t limits_dead_letter_payload_bytes;
 
 	bool privacy_anonymize_ip;

@@ -8,7 +8,8 @@
  * needs a malloc. Whoever holds the struct owns all of it.
  *
  * Strings are valid UTF-8 without NUL bytes; a field with len 0 is absent (CONTRACTS.md:
- * absent values are omitted, never written as empty strings).
+ * absent values are omitted, never written as empty strings). A decoded event's strings
+ * hold no control character either (C0, DEL, C1: text.h); the decoders see to it.
  */
 #ifndef CLICKD_EVENT_H
 #define CLICKD_EVENT_H
@@ -82,6 +83,8 @@ struct event {
 	bool is_bot;
 	bool visitor_from_cookie; /* visitor_id came from (or was minted for) our cookie */
 	bool set_visitor_cookie;  /* ingest must answer with Set-Cookie for visitor_id */
+	bool text_repaired; /* decoding replaced invalid UTF-8 or control characters with U+FFFD
+	                       (text.h); ingest counts it, records do not carry it */
 	double revenue;
 	uint32_t session_index; /* 0 = not yet assigned (the shard sets it) */
 	/* CLOCK_MONOTONIC microseconds when ingest handed the event to the pipeline: the

@@ -4,11 +4,13 @@
  *
  * One server per loop; it owns its connections. Keep-alive and pipelining: requests of a
  * connection are parsed in order and their answers queued in order; the answers produced
- * while parsing one read are sent with one write. Limits on header bytes (431), URL bytes
- * (414), body bytes (413) and idle time (408 or a quiet close) are enforced here, before
- * the handler sees a request. Memory: per connection one request buffer (URL, the headers
- * clickd reads, body), reused across requests and bounded by the limits, and two output
- * buffers; nothing is allocated per request once a connection is warm.
+ * while parsing one read are sent with one write. Limits on header bytes and header count
+ * (431), URL bytes (414), body bytes (413) and idle time (408 or a quiet close) are
+ * enforced here, before the handler sees a request; so is a client that does not read its
+ * answers (closed when a write waits for it for the idle time). Memory: per connection
+ * one request buffer (URL, the headers clickd reads, body), reused across requests and
+ * bounded by the limits, and two output buffers; nothing is allocated per request once a
+ * connection is warm.
  *
  * The request parsing itself (http-parser callbacks assembling a struct http_request and
  * enforcing the limits) is a separate piece with no sockets, struct http_reqparser below,
@@ -98,6 +100,7 @@ struct http_response {
 
 struct http_reqparser_limits {
 	size_t max_header_bytes; /* URL plus header names and values (": ", CRLF): over it 431 */
+	size_t max_headers;      /* header fields (chunked trailers too): over it 431 */
 	size_t max_url_bytes;    /* request target: over it 414 */
 	size_t max_body_bytes;   /* body (Content-Length or chunked): over it 413 */
 };
@@ -138,6 +141,7 @@ struct http_reqparser {
 	size_t len, cap;
 	size_t url_len;
 	size_t header_bytes;
+	size_t header_count;
 	struct http_reqparser_span headers[HTTP_REQPARSER_HEADERS];
 	char field[40];
 	size_t field_len;
@@ -224,14 +228,16 @@ struct http_limits {
 	 * servers share one budget of max_connections); NULL: this server's own count. */
 	_Atomic size_t *shared_open;
 	size_t max_header_bytes;
+	size_t max_headers;
 	size_t max_url_bytes;
 	size_t max_body_bytes;
 	uint64_t idle_timeout_ms;
 	bool collect_metrics; /* count bytes, connections and statuses (collect listener) */
 };
 
-/* Starts serving the listening socket fd (takes ownership). name is for logs ("http",
- * "admin"). Returns 0 or a negative libuv error. */
+/* Starts serving the listening socket fd (takes ownership); fd -1: no listener, connections
+ * come only through http_server_adopt. name is for logs ("http", "admin"). Returns 0 or a
+ * negative libuv error. */
 int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http_limits *limits,
                     http_handler_fn handler, http_reject_fn reject, void *ud,
                     struct http_server **out);
@@ -241,6 +247,13 @@ int http_server_new(uv_loop_t *loop, int fd, const char *name, const struct http
  * server freed. */
 void http_server_close(struct http_server *srv, uint64_t drain_timeout_ms, void (*done)(void *arg),
                        void *arg);
+
+/* Serves the connected stream socket fd (takes ownership: closed on every failure) as if
+ * the listener had accepted it, within max_connections (past it the client is refused like
+ * any other). peer: the client's address (NULL: getpeername). For the fuzzer, which drives
+ * the whole connection handler through one end of a socketpair (tests/fuzz/
+ * fuzz_http_conn.c). Returns 0 or a negative libuv error (UV_EBUSY: refused). */
+int http_server_adopt(struct http_server *srv, int fd, const struct sockaddr *peer);
 
 /* Queues the answer to the request being handled. */
 void http_respond(struct http_conn *conn, const struct http_response *resp);

@@ -31,6 +31,13 @@
 	  "HTTP connections closed at once because http.max_connections were open.")               \
 	X(HTTP_IDLE_TIMEOUTS, "clickd_http_idle_timeouts_total",                                   \
 	  "HTTP connections closed after http.idle_timeout_ms without a complete request.")        \
+	X(HTTP_SLOW_READERS, "clickd_http_slow_readers_total",                                     \
+	  "HTTP connections closed because the client did not read its answers: a write was "      \
+	  "still waiting for it after http.idle_timeout_ms.")                                      \
+	X(BEACONS_REPAIRED, "clickd_beacons_repaired_total",                                       \
+	  "Beacons accepted with text repaired: invalid UTF-8 (limits.invalid_utf8=replace) or "   \
+	  "control characters (limits.control_chars=replace) replaced with U+FFFD, or a "          \
+	  "User-Agent header repaired.")                                                           \
 	X(UDP_DATAGRAMS, "clickd_udp_datagrams_total", "UDP datagrams received.")                  \
 	X(UDP_DROPS, "clickd_udp_drops_total",                                                     \
 	  "UDP beacons clickd read and then gave up on: at shutdown, the rings to the shards "     \

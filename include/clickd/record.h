@@ -28,8 +28,9 @@ int record_event_json(const struct event *ev, char *buf, size_t cap);
 
 /* Writes a dead-letter record, NUL-terminated like record_event_json. payload is cut to at
  * most max_payload of its bytes (at a UTF-8 character boundary: a character crossing the
- * limit is left out whole), each byte that is not valid UTF-8 becomes U+FFFD and control
- * characters are escaped, so the record is always valid JSON; it needs at most
+ * limit is left out whole), each byte that is not valid UTF-8 becomes U+FFFD, and so does
+ * each control character but tab, LF and CR (escaped), so the record is always valid JSON
+ * and its payload never carries NUL, ESC, DEL or C1 to whoever prints it; it needs at most
  * 6 * max_payload + 256 + the escaped lengths of reason, protocol and peer. reason,
  * protocol and peer may be NULL, and an empty payload is omitted (CONTRACTS.md: absent,
  * never empty). Returns the length without the NUL, or -ENOSPC. */

@@ -3,7 +3,8 @@
  *
  * Pure functions over caller-owned buffers; no allocation, any thread. The decoders reject
  * what is malformed instead of guessing: a '%' not followed by two hex digits, an encoded
- * NUL (%00), or bytes that are not valid UTF-8 after decoding.
+ * NUL (%00), or bytes that are not valid UTF-8 after decoding. url_query_parse_text leaves
+ * the last two to the text rules of text.h (limits.invalid_utf8, limits.control_chars).
  */
 #ifndef CLICKD_URL_H
 #define CLICKD_URL_H
@@ -35,6 +36,18 @@ typedef int (*url_query_cb)(void *ud, const char *key, size_t key_len, const cha
  * error, or what cb returned. */
 int url_query_parse(const char *q, size_t len, char *scratch, size_t scratch_cap, url_query_cb cb,
                     void *ud);
+
+struct text_rules;
+
+/* url_query_parse with the text rules of text.h instead of the strict reading: each
+ * decoded key and value is clean UTF-8 without control characters (NUL included), or is
+ * repaired by the rules (U+FFFD; counted in *repairs when not NULL), or stops the parse
+ * with -EILSEQ (not UTF-8) or -EBADMSG (a control character) when the rules refuse it. A
+ * repair needs room (it is written after the decoded bytes, then moved over them):
+ * scratch_cap >= 4 x len suffices (else -ENOSPC). */
+int url_query_parse_text(const char *q, size_t len, char *scratch, size_t scratch_cap,
+                         const struct text_rules *rules, size_t *repairs, url_query_cb cb,
+                         void *ud);
 
 /* The parts of an absolute URL ("https://user@Host:8443/p/a?q=1#frag") or of a
  * scheme-relative one ("//host/p"). Every part points into the input (borrowed); an absent

@@ -6,8 +6,9 @@
  *
  *  - fuzz_check_text: a decoded string is valid UTF-8 without NUL;
  *  - fuzz_check_json: a record is JSON that yajl's validating parser takes as an object;
- *  - fuzz_check_event: an event keeps event.h's invariant (strings as above, inside its
- *    arena) and serialises with record_event_json to such a record;
+ *  - fuzz_check_event: an event keeps event.h's invariant (strings as above and without
+ *    any control character either, inside its arena) and serialises with
+ *    record_event_json to such a record;
  *  - fuzz_check_beacon_result: a beacon decoder answers 0 or a documented code, and a
  *    failure comes with a one-line reason (fuzz_check_reason);
  *  - fuzz_check_same_record: the query and the JSON path made the same record.
@@ -17,6 +18,7 @@
 
 #include "clickd/event.h"
 #include "clickd/record.h"
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include <errno.h>
@@ -70,6 +72,7 @@ static inline int fuzz_check_event(const struct event *ev, char *record, size_t 
 			continue;
 		CHECK(ev->str[f].off + len <= ev->arena_used);
 		fuzz_check_text(s, len);
+		CHECK(!text_has_control(s, len));
 	}
 	n = record_event_json(ev, record, cap);
 	CHECK(n > 0 && (size_t)n == strlen(record));
@@ -85,7 +88,8 @@ static inline void fuzz_check_reason(const char *reason)
 /* rc and err of beacon_decode_query or beacon_decode_json. */
 static inline void fuzz_check_beacon_result(int rc, const char *err)
 {
-	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || rc == -E2BIG || rc == -ENOSPC);
+	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || rc == -E2BIG || rc == -ENOSPC ||
+	      rc == -EMSGSIZE);
 	if (rc != 0)
 		fuzz_check_reason(err);
 }

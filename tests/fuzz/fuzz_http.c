@@ -9,7 +9,8 @@
  * 414/431/413 paths are reached. It aborts when an invariant breaks:
  *   - every request handed over points into the parser's buffer, and so does the payload
  *     of a limit error (a syntax error's payload is the data of the failing feed);
- *   - the URL, header and body limits are never exceeded by a request handed over;
+ *   - the URL, header bytes, header count and body limits are never exceeded by a request
+ *     handed over;
  *   - an error is one of the statuses the server answers with, with a reason;
  *   - the three ways agree: the same requests (compared by digest), the same number of
  *     100-continue calls and the same end (result, status, reason; see same() for the one
@@ -85,7 +86,7 @@ static int on_request(void *ud, struct http_request *r)
 	if (r->path == NULL || (r->body == NULL) != (r->body_len == 0))
 		abort();
 	if (p->url_len > l->max_url_bytes || p->header_bytes > l->max_header_bytes ||
-	    r->body_len > l->max_body_bytes ||
+	    p->header_count > l->max_headers || r->body_len > l->max_body_bytes ||
 	    p->len > l->max_url_bytes + l->max_header_bytes + l->max_body_bytes)
 		abort();
 	if (r->path_len + (r->query ? r->query_len + 1 : 0) > p->url_len)
@@ -206,9 +207,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct http_reqparser_limits limit_sets[] = {
-	    {.max_header_bytes = 8192, .max_url_bytes = 4096, .max_body_bytes = 1048576},
-	    {.max_header_bytes = 1024, .max_url_bytes = 256, .max_body_bytes = 1024},
-	    {.max_header_bytes = 64, .max_url_bytes = 16, .max_body_bytes = 8},
+	    {.max_header_bytes = 8192,
+	     .max_headers = 100,
+	     .max_url_bytes = 4096,
+	     .max_body_bytes = 1048576},
+	    {.max_header_bytes = 1024,
+	     .max_headers = 16,
+	     .max_url_bytes = 256,
+	     .max_body_bytes = 1024},
+	    {.max_header_bytes = 64, .max_headers = 2, .max_url_bytes = 16, .max_body_bytes = 8},
 	};
 	static struct run whole, split, bytes;
 	uint64_t h = 0xcbf29ce484222325ULL;

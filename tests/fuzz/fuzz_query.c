@@ -1,22 +1,27 @@
 /*
  * fuzz_query.c - libFuzzer harness for the query-string path: url_decode (both ways of
- * reading '+', into a buffer and in place), url_query_parse, and beacon_decode_query with
- * two requests (a browser with cookie and IP, anonymised; a GPC request with tight limits).
+ * reading '+', into a buffer and in place), url_query_parse (strict) and
+ * url_query_parse_text (the text rules), and beacon_decode_query with three requests (a
+ * browser with cookie and IP, anonymised, default options; a GPC request with tight limits;
+ * a request with limits.invalid_utf8=replace, limits.control_chars=reject and a small
+ * limits.max_string_bytes).
  *
  * Invariants checked (abort on failure, so the fuzzer reports a crash):
  *  - url_decode with cap == len never answers -ENOSPC; on success the output is no longer
  *    than the input, valid UTF-8, without NUL, and the same whether decoded in place or not;
  *  - url_query_parse reports non-empty keys, keys and values valid UTF-8 without NUL, all
- *    inside scratch and still intact after the parse (each pair in its own place);
+ *    inside scratch and still intact after the parse (each pair in its own place); so does
+ *    url_query_parse_text, whose keys and values hold no control character either;
  *  - beacon_decode_query answers 0 or one of its documented codes with a one-line reason;
  *    a decoded event keeps event.h's invariant and serialises to valid JSON; a query that
- *    url_query_parse refuses is refused as a beacon too;
+ *    url_query_parse_text refuses under the beacon's text rules is refused as a beacon too;
  *  - the two decoders agree: the pairs of a query that decodes are re-encoded as one JSON
  *    object, which must decode through beacon_decode_json to the very same record.
  */
 #include "clickd/beacon.h"
 #include "clickd/event.h"
 #include "clickd/record.h"
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include "fuzz_common.h"
@@ -97,6 +102,7 @@ static void json_put_string(struct json_buf *j, const char *s, size_t len)
 struct query_state {
 	const char *scratch;
 	size_t cap;
+	bool clean; /* url_query_parse_text: no control characters */
 	size_t pairs;
 	struct json_buf json;
 	/* The first pairs, to check after the parse that later pairs did not overwrite them. */
@@ -130,6 +136,8 @@ static int query_pair(void *ud, const char *key, size_t key_len, const char *val
 	CHECK(key_len > 0);
 	fuzz_check_text(key, key_len);
 	fuzz_check_text(value, value_len);
+	if (s->clean)
+		CHECK(!text_has_control(key, key_len) && !text_has_control(value, value_len));
 	CHECK(inside(key, key_len, s->scratch, s->cap));
 	CHECK(inside(value, value_len, s->scratch, s->cap));
 	if (s->pairs < MAX_KEPT) {
@@ -149,19 +157,25 @@ static int query_pair(void *ud, const char *key, size_t key_len, const char *val
 
 static struct query_state parsed;
 
-/* Parses in into `parsed` (its JSON form in parsed.json); returns url_query_parse's code. */
-static int fuzz_query_parse(const char *in, size_t size)
+/* Parses in into `parsed` (its JSON form in parsed.json), strictly (rules NULL) or with
+ * the text rules; returns the parse's code. */
+static int fuzz_query_parse(const char *in, size_t size, const struct text_rules *rules)
 {
 	struct query_state *s = &parsed;
-	char *scratch = malloc(size ? size : 1);
+	size_t cap = rules ? 4 * size : size; /* the documented bounds */
+	char *scratch = malloc(cap ? cap : 1);
 	int rc;
 
 	s->scratch = scratch;
-	s->cap = size;
+	s->cap = cap;
+	s->clean = rules != NULL;
 	s->pairs = 0;
 	s->json.len = 0;
-	rc = url_query_parse(in, size, scratch, size, query_pair, s);
-	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ);
+	if (rules)
+		rc = url_query_parse_text(in, size, scratch, cap, rules, NULL, query_pair, s);
+	else
+		rc = url_query_parse(in, size, scratch, cap, query_pair, s);
+	CHECK(rc == 0 || rc == -EINVAL || rc == -EILSEQ || (rules && rc == -EBADMSG));
 	for (size_t i = 0; i < s->pairs && i < MAX_KEPT; i++)
 		CHECK(checksum(s->key[i], s->key_len[i], s->value[i], s->value_len[i]) ==
 		      s->sum[i]);
@@ -206,11 +220,14 @@ static void check_same_as_json(const struct event *ev, const struct beacon_reque
 	fuzz_check_same_record(ev, record, record_len);
 }
 
-static void fuzz_beacon(const char *in, size_t size, int parse_rc, const struct beacon_request *req,
+static void fuzz_beacon(const char *in, size_t size, const struct beacon_request *req,
                         const struct beacon_options *opt)
 {
 	static struct event ev;
 	static char query_record[RECORD_EVENT_MAX_BYTES];
+	const struct text_rules rules = {.replace_invalid_utf8 = opt->replace_invalid_utf8,
+	                                 .replace_controls = !opt->reject_controls};
+	int parse_rc = fuzz_query_parse(in, size, &rules);
 	char err[160];
 	int rc;
 
@@ -253,13 +270,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                                        .affiliate_params = affiliate_params,
 	                                        .affiliate_param_count = 4};
 	const struct beacon_options tight = {.honor_gpc = true, .max_fields = 4};
-
-	int parse_rc;
+	const struct beacon_options text = {.anonymize_ip = true,
+	                                    .max_string_bytes = 32,
+	                                    .replace_invalid_utf8 = true,
+	                                    .reject_controls = true};
 
 	fuzz_decode(in, size, false);
 	fuzz_decode(in, size, true);
-	parse_rc = fuzz_query_parse(in, size);
-	fuzz_beacon(in, size, parse_rc, &browser, &defaults);
-	fuzz_beacon(in, size, parse_rc, &private_request, &tight);
+	fuzz_query_parse(in, size, NULL);
+	fuzz_beacon(in, size, &browser, &defaults);
+	fuzz_beacon(in, size, &private_request, &tight);
+	fuzz_beacon(in, size, &browser, &text);
 	return 0;
 }

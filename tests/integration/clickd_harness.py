@@ -286,9 +286,11 @@ def read_records(data_dir, stream, include_open=True):
             # A file being written may end in the middle of a record (a write of more
             # than a pipe's worth): the rest comes later.
             raw = raw[:raw.rfind(b"\n") + 1]
-        for line in raw.decode("utf-8").splitlines():
+        # NDJSON lines end at "\n" only: str.splitlines would also cut at U+2028, U+0085
+        # and the like, which a JSON string may hold as they are.
+        for line in raw.split(b"\n"):
             if line:
-                out.append(json.loads(line))
+                out.append(json.loads(line.decode("utf-8")))
     return out
 
 

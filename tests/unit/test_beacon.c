@@ -8,11 +8,13 @@
  * bytes).
  *
  * Every event decoded here is also serialised with record_event_json and parsed back with
- * yajl, and its strings are checked against event.h's invariant (UTF-8, no NUL).
+ * yajl, and its strings are checked against event.h's invariant (UTF-8, no NUL, no control
+ * character).
  */
 #include "clickd/beacon.h"
 #include "clickd/event.h"
 #include "clickd/record.h"
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include "data_table.h"
@@ -100,6 +102,16 @@ static void setup_parse(struct setup *s, const char *where, char *text)
 			s->opt.max_batch = strtoul(v, NULL, 10);
 		} else if (strcmp(item, "max_json_depth") == 0) {
 			s->opt.max_json_depth = strtoul(v, NULL, 10);
+		} else if (strcmp(item, "max_string") == 0) {
+			s->opt.max_string_bytes = strtoul(v, NULL, 10);
+		} else if (strcmp(item, "utf8") == 0) {
+			cr_assert(strcmp(v, "replace") == 0 || strcmp(v, "reject") == 0,
+			          "%s: utf8=%s", where, v);
+			s->opt.replace_invalid_utf8 = strcmp(v, "replace") == 0;
+		} else if (strcmp(item, "controls") == 0) {
+			cr_assert(strcmp(v, "replace") == 0 || strcmp(v, "reject") == 0,
+			          "%s: controls=%s", where, v);
+			s->opt.reject_controls = strcmp(v, "reject") == 0;
 		} else if (strcmp(item, "aff_params") == 0) {
 			aff_params = v; /* after the loop: strtok is not reentrant */
 		} else {
@@ -123,8 +135,8 @@ static void assert_valid_json(const char *where, const char *json)
 	yajl_tree_free(v);
 }
 
-/* What every decoded event promises: its strings are UTF-8 without NUL, inside the arena,
- * and it serialises to valid JSON. */
+/* What every decoded event promises: its strings are UTF-8 without NUL or any other control
+ * character, inside the arena, and it serialises to valid JSON. */
 static void expect_event_invariants(const char *where, const struct event *ev)
 {
 	static char json[RECORD_EVENT_MAX_BYTES];
@@ -139,8 +151,8 @@ static void expect_event_invariants(const char *where, const struct event *ev)
 			continue;
 		cr_expect_leq(ev->str[f].off + len, ev->arena_used, "%s: %s outside the arena",
 		              where, event_field_name((enum event_field)f));
-		cr_expect(url_utf8_valid(s, len) && memchr(s, '\0', len) == NULL,
-		          "%s: %s is not UTF-8 without NUL", where,
+		cr_expect(url_utf8_valid(s, len) && !text_has_control(s, len),
+		          "%s: %s is not UTF-8 without control characters", where,
 		          event_field_name((enum event_field)f));
 	}
 	n = record_event_json(ev, json, sizeof(json));
@@ -218,6 +230,9 @@ static void check_event(const char *where, const struct event *ev, const char *c
 	} else if (strcmp(name, "set_cookie") == 0) {
 		cr_expect(flag_is(where, want, ev->set_visitor_cookie), "%s: set_cookie %d", where,
 		          ev->set_visitor_cookie);
+	} else if (strcmp(name, "repaired") == 0) {
+		cr_expect(flag_is(where, want, ev->text_repaired), "%s: repaired %d", where,
+		          ev->text_repaired);
 	} else {
 		int f = 0;
 		size_t len;
@@ -310,15 +325,19 @@ static char *repeat(const char *prefix, char c, size_t n, const char *suffix)
 
 Test(beacon, strings_longer_than_the_event_arena_are_no_space)
 {
+	/* Each field within the largest limits.max_string_bytes, together over the arena. */
 	static struct event ev;
 	struct setup s;
 	char err[160] = "";
-	char *q = repeat("eid=x&url=https%3A%2F%2Fs.example%2F", 'a', EVENT_ARENA_BYTES, "");
+	char *url = repeat("eid=x&url=https%3A%2F%2Fs.example%2F", 'a', 5000, "&ref=");
+	char *q = repeat(url, 'b', 5000, "");
 
 	setup_defaults(&s);
+	s.opt.max_string_bytes = EVENT_ARENA_BYTES;
 	cr_assert_eq(beacon_decode_query(q, strlen(q), &s.req, &s.opt, &ev, err, sizeof(err)),
 	             -ENOSPC);
 	cr_assert_not_null(strstr(err, "too large"), "reason: %s", err);
+	free(url);
 	free(q);
 }
 
@@ -579,14 +598,18 @@ Test(beacon, a_json_body_is_read_only_up_to_its_length)
 
 Test(beacon, json_strings_longer_than_the_event_arena_are_no_space)
 {
-	char *one =
-	    repeat("{\"eid\":\"x\",\"url\":\"https://s.example/", 'a', EVENT_ARENA_BYTES, "\"}");
-	char *arr = repeat("[{\"eid\":\"x\",\"url\":\"https://s.example/", 'a', EVENT_ARENA_BYTES,
-	                   "\"},{\"eid\":\"y\"}]");
+	/* Each field within the largest limits.max_string_bytes, together over the arena. */
+	char *url =
+	    repeat("{\"eid\":\"x\",\"url\":\"https://s.example/", 'a', 5000, "\",\"ref\":\"");
+	char *one = repeat(url, 'b', 5000, "\"}");
+	char *arr_url =
+	    repeat("[{\"eid\":\"x\",\"url\":\"https://s.example/", 'a', 5000, "\",\"ref\":\"");
+	char *arr = repeat(arr_url, 'b', 5000, "\"},{\"eid\":\"y\"}]");
 	struct setup s;
 	char err[160] = "";
 
 	setup_defaults(&s);
+	s.opt.max_string_bytes = EVENT_ARENA_BYTES;
 	cr_assert_eq(decode_json(one, strlen(one), &s, err, sizeof(err)), -ENOSPC);
 	cr_assert_not_null(strstr(err, "too large"), "reason: %s", err);
 	cr_assert_eq(outcomes.n, 0);
@@ -596,22 +619,50 @@ Test(beacon, json_strings_longer_than_the_event_arena_are_no_space)
 	cr_assert(!outcomes.o[0].emitted);
 	cr_assert_not_null(strstr(outcomes.o[0].reason, "too large"));
 	cr_assert(outcomes.o[1].emitted);
+	free(url);
 	free(one);
+	free(arr_url);
 	free(arr);
 }
 
 Test(beacon, json_field_data_beyond_the_decoder_scratch_is_no_space)
 {
-	/* url and ref, each under the 16 KiB scratch, together over it. */
-	char *url = repeat("{\"url\":\"https://s.example/", 'a', 3 * EVENT_ARENA_BYTES / 2, "\",");
-	char *body = repeat(url, 'b', 3 * EVENT_ARENA_BYTES / 2, "\"}");
+	/* url, ref and en, each within the largest limits.max_string_bytes, together over
+	 * the 16 KiB scratch. */
+	char *url = repeat("{\"url\":\"https://s.example/", 'a', 6000, "\",\"ref\":\"");
+	char *ref = repeat(url, 'b', 6000, "\",\"en\":\"");
+	char *body = repeat(ref, 'c', 6000, "\"}");
 	struct setup s;
 	char err[160] = "";
 
-	memcpy(body + strlen(url), "\"ref\":\"https://r.example/", 25);
 	setup_defaults(&s);
+	s.opt.max_string_bytes = EVENT_ARENA_BYTES;
 	cr_assert_eq(decode_json(body, strlen(body), &s, err, sizeof(err)), -ENOSPC, "%s", err);
+	cr_assert_not_null(strstr(err, "too large"), "reason: %s", err);
 	free(url);
+	free(ref);
+	free(body);
+}
+
+Test(beacon, a_field_over_max_string_bytes_is_no_space_with_its_name)
+{
+	static struct event ev;
+	struct setup s;
+	char err[160] = "";
+	char *q = repeat("eid=x&url=https%3A%2F%2Fs.example%2F", 'a', EVENT_ARENA_BYTES, "");
+	char *body =
+	    repeat("{\"eid\":\"x\",\"url\":\"https://s.example/", 'a', EVENT_ARENA_BYTES, "\"}");
+
+	setup_defaults(&s);
+	s.opt.max_string_bytes = 1u << 20; /* more than an event holds: the arena bounds it */
+	cr_assert_eq(beacon_decode_query(q, strlen(q), &s.req, &s.opt, &ev, err, sizeof(err)),
+	             -ENOSPC);
+	cr_assert_not_null(strstr(err, "field url: longer than limits.max_string_bytes (8192)"),
+	                   "reason: %s", err);
+	cr_assert_eq(decode_json(body, strlen(body), &s, err, sizeof(err)), -ENOSPC);
+	cr_assert_not_null(strstr(err, "field url: longer than limits.max_string_bytes (8192)"),
+	                   "reason: %s", err);
+	free(q);
 	free(body);
 }
 

@@ -352,3 +352,23 @@ Test(config, the_spool_is_on_with_kafka_by_default_and_needs_a_directory)
 	cr_assert_eq(load_one("spool.segment_bytes=1000"), -EINVAL);
 	cr_assert(strstr(err, "spool.segment_bytes") != NULL, "%s", err);
 }
+
+Test(config, the_hostile_input_limits_have_their_defaults_and_bounds)
+{
+	cr_assert_eq(load_sets(NULL, 0), 0, "%s", err);
+	cr_assert_eq(cfg.http_max_headers, 100);
+	cr_assert_eq(cfg.limits_max_string_bytes, 4096);
+	cr_assert_str_eq(cfg.limits_invalid_utf8, "reject");
+	cr_assert_str_eq(cfg.limits_control_chars, "replace");
+	config_close(&cfg);
+
+	cr_assert_eq(load_one("limits.invalid_utf8=drop"), -EINVAL);
+	cr_assert(strstr(err, "limits.invalid_utf8") != NULL && strstr(err, "reject|replace"), "%s",
+	          err);
+	cr_assert_eq(load_one("limits.control_chars=strip"), -EINVAL);
+	cr_assert(strstr(err, "limits.control_chars") != NULL, "%s", err);
+	cr_assert_eq(load_one("http.max_headers=7"), -EINVAL);
+	cr_assert(strstr(err, "http.max_headers") != NULL, "%s", err);
+	cr_assert_eq(load_one("limits.max_string_bytes=8193"), -EINVAL);
+	cr_assert(strstr(err, "limits.max_string_bytes") != NULL, "%s", err);
+}

@@ -7,6 +7,7 @@
  * Output buffers are heap blocks of exactly the capacity passed, so a write past it is an
  * AddressSanitizer error in the sanitizer build.
  */
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include "data_table.h"
@@ -311,4 +312,66 @@ Test(url, compares_hosts_as_the_same_site_table_says_both_ways_round)
 		             "url_same_site.tsv:%d (%s), reversed", r->line, r->col[0]);
 	}
 	table_close(&t);
+}
+
+/* -------------------------------------------------------------- url_query_parse_text */
+
+Test(url, the_text_rules_repair_keys_and_values_in_their_own_places)
+{
+	const char *q = "a%00=x%FFy&b=%C2%85&c=ok";
+	char scratch[64];
+	struct pairs p = {0};
+	size_t repairs = 0;
+
+	cr_assert_eq(url_query_parse_text(q, strlen(q), scratch, sizeof(scratch), &text_repair_all,
+	                                  &repairs, collect_pair, &p),
+	             0);
+	cr_assert_eq(p.n, 3);
+	cr_assert(bytes_eq(p.key[0], p.key_len[0], "a" TEXT_REPLACEMENT, 4));
+	cr_assert(bytes_eq(p.value[0], p.value_len[0], "x" TEXT_REPLACEMENT "y", 5));
+	cr_assert(bytes_eq(p.value[1], p.value_len[1], TEXT_REPLACEMENT, 3));
+	cr_assert(bytes_eq(p.value[2], p.value_len[2], "ok", 2));
+	cr_assert_eq(repairs, 3); /* a%00, x%FFy and %C2%85: the clean ones are not counted */
+}
+
+Test(url, the_text_rules_refuse_what_they_do_not_repair)
+{
+	static const struct text_rules none = {false, false};
+	static const struct text_rules utf8_only = {.replace_invalid_utf8 = true};
+	char scratch[64];
+	struct pairs p = {0};
+
+	cr_assert_eq(url_query_parse_text("a=%0A", 5, scratch, sizeof(scratch), &none, NULL,
+	                                  collect_pair, &p),
+	             -EBADMSG);
+	cr_assert_eq(url_query_parse_text("a=%FF", 5, scratch, sizeof(scratch), &none, NULL,
+	                                  collect_pair, &p),
+	             -EILSEQ);
+	cr_assert_eq(url_query_parse_text("a=%FF%7F", 8, scratch, sizeof(scratch), &utf8_only, NULL,
+	                                  collect_pair, &p),
+	             -EBADMSG);
+	/* A bad escape is never repaired. */
+	cr_assert_eq(url_query_parse_text("a=%G1", 5, scratch, sizeof(scratch), &text_repair_all,
+	                                  NULL, collect_pair, &p),
+	             -EINVAL);
+	cr_assert_eq(p.n, 0);
+}
+
+Test(url, a_repair_needs_room_in_scratch)
+{
+	const char *q = "a=%FF%FF";
+	char *scratch = malloc(4); /* "a" and two raw bytes fit; the 6-byte repair does not */
+	char *roomy = malloc(4 * strlen(q));
+	struct pairs p = {0};
+
+	cr_assert_eq(url_query_parse_text(q, strlen(q), scratch, 4, &text_repair_all, NULL,
+	                                  collect_pair, &p),
+	             -ENOSPC);
+	/* The documented bound: 4 x len suffices. */
+	cr_assert_eq(url_query_parse_text(q, strlen(q), roomy, 4 * strlen(q), &text_repair_all,
+	                                  NULL, collect_pair, &p),
+	             0);
+	cr_assert(bytes_eq(p.value[0], p.value_len[0], TEXT_REPLACEMENT TEXT_REPLACEMENT, 6));
+	free(scratch);
+	free(roomy);
 }

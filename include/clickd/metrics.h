@@ -98,7 +98,13 @@
 	X(SPOOL_CORRUPT_FRAMES, "clickd_spool_corrupt_frames_total",                               \
 	  "Corrupt regions of spool segments skipped on replay (their records are lost).")         \
 	X(SPOOL_TORN_TAILS_CUT, "clickd_spool_torn_tails_cut_total",                               \
-	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")
+	  "Torn last frames cut off the newest spool segment at start (a crash mid-write).")       \
+	X(ACK_TIMEOUTS, "clickd_ack_timeouts_total",                                               \
+	  "kafka.ack_mode=kafka: requests answered 503 because their events were not all "         \
+	  "delivered or spooled within kafka.ack_timeout_ms.")                                     \
+	X(ACK_FAILURES, "clickd_ack_failures_total",                                               \
+	  "kafka.ack_mode=kafka: requests answered 503 because one of their events failed for "    \
+	  "good (neither delivered nor spooled).")
 
 /* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
  * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */
@@ -133,7 +139,11 @@
 	X(SPOOL_FULL, "clickd_spool_full", 1,                                                      \
 	  "1 from the first record the full spool refused until Kafka took records back (a "       \
 	  "segment deleted), and while the spool's disk fails: ingest answers 503 and /readyz "    \
-	  "is not ready.")
+	  "is not ready.")                                                                         \
+	X(ACK_PENDING, "clickd_ack_pending", 1,                                                    \
+	  "kafka.ack_mode=kafka: HTTP requests waiting for their events to be delivered to Kafka " \
+	  "or spooled before they are answered (bounded by kafka.ack_max_pending per ingest "      \
+	  "thread).")
 
 /*
  * Histograms: id, Prometheus name, label (one `key="value"` pair, or ""), bucket upper

@@ -19,7 +19,8 @@ struct pipeline {
 	struct ring *rings;    /* borrowed: shard_count rings */
 	struct shard **shards; /* owned array of borrowed shards */
 	size_t shard_count;
-	size_t submitted; /* since the last commit or abort */
+	size_t submitted;   /* since the last commit or abort */
+	uint64_t ack_token; /* carried by the events submitted now (pipeline_set_ack) */
 	bool *to_wake;    /* owned: shard_count flags */
 	struct sink *dead_letter_sink;
 	struct held dead_letters_held; /* refused with "full"; retried by pipeline_retry */
@@ -93,8 +94,14 @@ int pipeline_submit(struct pipeline *pl, const struct event *ev)
 		return -EAGAIN;
 	memcpy(slot, ev, offsetof(struct event, arena) + ev->arena_used);
 	slot->order_us = monotonic_us();
+	slot->ack_token = pl->ack_token;
 	pl->submitted++;
 	return 0;
+}
+
+void pipeline_set_ack(struct pipeline *pl, uint64_t token)
+{
+	pl->ack_token = token;
 }
 
 size_t pipeline_commit(struct pipeline *pl)

@@ -38,6 +38,7 @@
 #ifndef CLICKD_SHARD_H
 #define CLICKD_SHARD_H
 
+#include "clickd/ack.h"
 #include "clickd/attribution.h"
 #include "clickd/channel.h"
 #include "clickd/ring.h"
@@ -74,6 +75,11 @@ struct shard_options {
 	 * borrowed for shard_new only (copied). */
 	const char *const *conversion_events;
 	size_t conversion_event_count;
+	/* kafka.ack_mode=kafka: the waiters of HTTP requests (ack.h; borrowed). Each event's
+	 * ack token goes to the sink with its record (sink_write_acked); a duplicate dedup
+	 * drops is completed at once (its original is already on its way), a record that
+	 * cannot be written as failed. NULL: nobody waits (tokens are ignored). */
+	struct ack_hub *acks;
 };
 
 struct shard;

@@ -232,6 +232,17 @@ int spool_ack(struct spool *s, uint64_t token);
 /* Marks a record failed, to be read again in order (see above). Returns 0 or -ENOENT. */
 int spool_nack(struct spool *s, uint64_t token);
 
+/* Records spool_append took since spool_open: the append sequence of the last one (the
+ * first is 1). */
+uint64_t spool_appended(const struct spool *s);
+
+/* How many of the records taken since spool_open are durable as option fsync says: the
+ * record with append sequence n is once this is >= n. never: its frame was written (it
+ * survives a crash of clickd); per_frame and interval: written and synced (it survives a
+ * crash of the machine). Records still in the batch are not (spool_flush writes them).
+ * kafka.ack_mode=kafka answers a request when its spooled records are durable. */
+uint64_t spool_durable(const struct spool *s);
+
 /* True when the spool holds no record at all: none on disk, none in the batch. */
 bool spool_empty(const struct spool *s);
 

@@ -352,3 +352,23 @@ Test(config, the_spool_is_on_with_kafka_by_default_and_needs_a_directory)
 	cr_assert_eq(load_one("spool.segment_bytes=1000"), -EINVAL);
 	cr_assert(strstr(err, "spool.segment_bytes") != NULL, "%s", err);
 }
+
+Test(config, kafka_ack_mode_needs_kafka_and_names_the_key)
+{
+	char *none[] = {"kafka.ack_mode=kafka"};
+	char *with[] = {"kafka.ack_mode=kafka", "kafka.brokers=127.0.0.1:9092"};
+
+	cr_assert_eq(config_load(&cfg, NULL, none, 1, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_mode") != NULL, "%s", err);
+	cr_assert(strstr(err, "kafka.brokers") != NULL, "%s", err);
+	cr_assert_eq(config_load(&cfg, NULL, with, 2, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.kafka_ack_mode, "kafka");
+	cr_assert_eq(cfg.kafka_ack_timeout_ms, 10000);
+	config_close(&cfg);
+	cr_assert_eq(load_one("kafka.ack_mode=broker"), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_mode") != NULL, "%s", err);
+	cr_assert_eq(load_one("kafka.ack_max_pending=65537"), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_max_pending") != NULL, "%s", err);
+	cr_assert_eq(load_one("kafka.ack_mode=accept"), 0, "%s", err);
+	config_close(&cfg);
+}

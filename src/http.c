@@ -1244,6 +1244,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	c->srv = srv;
+	c->deferred_seq = 1; /* handles are never 0 */
 	uv_tcp_init(srv->loop, &c->tcp);
 	uv_timer_init(srv->loop, &c->timer);
 	c->tcp.data = c;

@@ -102,6 +102,8 @@ struct daemon {
 	/* kafka.ack_mode=kafka: the requests' waiters, one table per ingest thread (owned;
 	 * freed after the Kafka sink, which completes into it to the end). NULL: accept. */
 	struct ack_hub *acks;
+	uv_poll_t kafka_reports; /* with acks: delivery reports served as they come */
+	bool kafka_reports_ready;
 	size_t ingest_count, shard_count;
 	struct ring *rings; /* ingest_count * shard_count, cache-line aligned */
 	size_t rings_ready;
@@ -752,6 +754,8 @@ static void finish_stop(struct daemon *d)
 		shard_join(d->shards[s]);
 	uv_timer_stop(&d->poll_timer);
 	uv_close((uv_handle_t *)&d->poll_timer, on_handle_closed);
+	if (d->kafka_reports_ready)
+		uv_close((uv_handle_t *)&d->kafka_reports, on_handle_closed);
 	if (d->kafka) {
 		/* Nothing else runs now: blocking in flush is what the stop is for. */
 		if (d->kafka->ops->flush(d->kafka, (int)d->cfg_live->kafka_flush_timeout_ms) < 0) {
@@ -939,6 +943,40 @@ static void on_poll_timer(uv_timer_t *t)
 
 /* ---- start ---- */
 
+static void on_kafka_reports(uv_poll_t *p, int status, int events)
+{
+	struct daemon *d = p->data;
+
+	(void)status;
+	(void)events;
+	sink_kafka_serve_reports(d->kafka);
+}
+
+/* kafka.ack_mode=kafka: requests wait for their delivery reports, so the main loop serves
+ * them as librdkafka has them, not only every MAIN_POLL_INTERVAL_MS. */
+static int kafka_reports_start(struct daemon *d)
+{
+	int fd = sink_kafka_report_fd(d->kafka), rc;
+
+	if (fd < 0) {
+		log_error("main", "msg=\"cannot watch Kafka's delivery reports\" err=\"%s\"",
+		          strerror(-fd));
+		return -1;
+	}
+	rc = uv_poll_init(&d->loop, &d->kafka_reports, fd);
+	if (rc == 0) {
+		d->kafka_reports.data = d;
+		d->kafka_reports_ready = true;
+		rc = uv_poll_start(&d->kafka_reports, UV_READABLE, on_kafka_reports);
+	}
+	if (rc < 0) {
+		log_error("main", "msg=\"cannot watch Kafka's delivery reports\" err=\"%s\"",
+		          uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 static int admin_start(struct daemon *d)
 {
 	struct http_limits admin = {
@@ -994,6 +1032,8 @@ static int start(struct daemon *d)
 			return -1;
 		}
 	}
+	if (d->acks && kafka_reports_start(d) < 0)
+		return -1;
 	if (shards_init(d) < 0)
 		return -1;
 	d->ingest = calloc(d->ingest_count, sizeof(*d->ingest));

@@ -104,7 +104,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #define KAFKA_LOG_INTERVAL_MS 1000
@@ -159,6 +161,7 @@ struct sink_kafka {
 	 * write_acked), and the spooled records' waiters, a ring of waiters_cap (owned, under
 	 * the lock). */
 	struct ack_hub *acks;
+	int report_fd; /* sink_kafka_report_fd's eventfd (owned), or -1 */
 	struct spool_waiter {
 		uint64_t seq;   /* spool_appended() of its record */
 		uint64_t token; /* ack token */
@@ -820,6 +823,35 @@ static int kafka_flush(struct sink *base, int timeout_ms)
 	return rc < 0 ? rc : k->unspooled > lost_before ? -EIO : 0;
 }
 
+int sink_kafka_report_fd(struct sink *base)
+{
+	struct sink_kafka *k = (struct sink_kafka *)base;
+	static const uint64_t one = 1; /* an eventfd takes 8-byte writes */
+	rd_kafka_queue_t *q;
+
+	if (k->report_fd >= 0)
+		return k->report_fd;
+	k->report_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (k->report_fd < 0)
+		return -errno;
+	/* Delivery reports are served from the main queue (rd_kafka_poll). */
+	q = rd_kafka_queue_get_main(k->rk);
+	rd_kafka_queue_io_event_enable(q, k->report_fd, &one, sizeof(one));
+	rd_kafka_queue_destroy(q);
+	return k->report_fd;
+}
+
+void sink_kafka_serve_reports(struct sink *base)
+{
+	struct sink_kafka *k = (struct sink_kafka *)base;
+	uint64_t count;
+
+	if (k->report_fd >= 0 && read(k->report_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		log_error("kafka", "msg=\"reading the report eventfd failed\" err=\"%s\"",
+		          strerror(errno));
+	rd_kafka_poll(k->rk, 0);
+}
+
 static bool kafka_ready(struct sink *base)
 {
 	struct sink_kafka *k = (struct sink_kafka *)base;
@@ -854,6 +886,8 @@ static void kafka_free(struct sink *base)
 			rd_kafka_topic_destroy(k->topics[i]);
 	if (k->rk)
 		rd_kafka_destroy(k->rk);
+	if (k->report_fd >= 0)
+		close(k->report_fd); /* after librdkafka, which writes to it */
 	if (k->spool) {
 		rc = spool_close(k->spool);
 		if (rc < 0)
@@ -963,6 +997,7 @@ struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, siz
 	}
 	k->base.ops = &kafka_ops;
 	k->acks = opt->acks;
+	k->report_fd = -1;
 	if (opt->spool) {
 		k->spool = opt->spool;
 		pthread_mutex_init(&k->lock, NULL);

@@ -210,4 +210,12 @@ struct sink_kafka_options {
 #define SINK_KAFKA_DEFAULT_HIGH_WATER 50000
 struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, size_t errlen);
 
+/* kafka.ack_mode=kafka: a file descriptor (an eventfd, owned by the sink, closed by free)
+ * that librdkafka makes readable when delivery reports wait, so that the main loop serves
+ * them at once with sink_kafka_serve_reports (main thread, as poll) rather than at its next
+ * poll: an acknowledged request waits for its report. Made on the first call; -errno when
+ * it cannot be. */
+int sink_kafka_report_fd(struct sink *s);
+void sink_kafka_serve_reports(struct sink *s);
+
 #endif

@@ -176,7 +176,8 @@ static const struct option options[] = {
      "loses nothing written, a crash of the machine the last seconds); per_frame: "
      "fdatasync after every frame of up to 64 KiB of records, on the thread that writes it; "
      "interval: at most every spool.fsync_interval_ms (a machine crash loses at most that "
-     "much). Also at stop, unless never."},
+     "much). Also at stop, unless never. With kafka.ack_mode=kafka, while requests wait "
+     "for spooled records, the spool is written and (unless never) synced every 50 ms."},
     {"spool.fsync_interval_ms", INT(spool_fsync_interval_ms), "1000", 10, 600000, NULL, false,
      "With spool.fsync=interval: the longest time between syncs of spooled records."},
     {"spool.high_water", INT(spool_high_water), "50000", 1, 10000000, NULL, false,

@@ -1113,8 +1113,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			conn_close(c);
 		return; /* dropped */
 	}
-	if (nread < 0 && nread != UV_EOF && c->deferred_count > 0) {
-		conn_close(c); /* reset: deferred answers could not be sent; they are cancelled */
+	if (nread < 0 && c->deferred_count > 0) {
+		/* The client went away (or reset) while answers wait for their events: it will
+		 * not read them, so they are cancelled now rather than when they come (nginx
+		 * takes an EOF while it waits upstream the same way). */
+		conn_close(c);
 		return;
 	}
 	if (nread < 0) {

@@ -32,7 +32,10 @@
  * failed delivery's report leaves its ack token in `waiters`, a FIFO of (append sequence,
  * token) under the lock, in append order; the main thread's poll writes the spool's batch
  * while the FIFO is not empty (rather than after the spool's linger) and completes, oldest
- * first, every waiter whose record spool_durable() covers. The FIFO grows by doubling: it
+ * first, every waiter whose record spool_durable() covers. While some wait, each poll also
+ * syncs (spool_sync) rather than waiting for spool.fsync_interval_ms: a request should not
+ * wait a second for a sync, and 20 syncs a second at most, only while Kafka is away, is
+ * what that costs. The FIFO grows by doubling: it
  * holds at most the events of the requests waiting, which kafka.ack_max_pending and
  * limits.max_batch bound (plus stale tokens of requests that stopped waiting, which leave
  * as the spool makes them durable).
@@ -746,9 +749,10 @@ static void spool_tick(struct sink_kafka *k, uint64_t queue)
 	if (kafka_up && queue < k->high_water && !k->flushed)
 		sent = replay(k, queue);
 	rc = spool_poll(k->spool, now_ms);
-	/* Requests wait for spooled records: write them now rather than after the linger. */
-	if (rc == 0 && k->waiters_count > 0)
-		rc = spool_flush(k->spool, now_ms);
+	/* Requests wait for spooled records: write and sync them now rather than after the
+	 * linger and the fsync interval (one sync per poll at most, while some wait). */
+	if (rc == 0 && k->waiters_count > 0 && spool_durable(k->spool) < spool_appended(k->spool))
+		rc = spool_sync(k->spool, now_ms);
 	if (rc < 0)
 		log_spool_refusal(k, rc, "writing or syncing the spool");
 	waiters_settle(k);

@@ -729,6 +729,18 @@ int spool_flush(struct spool *s, int64_t now_ms)
 	return sync_if_due(s, now_ms);
 }
 
+int spool_sync(struct spool *s, int64_t now_ms)
+{
+	int rc = writer_write_batch(s);
+
+	if (rc || s->fsync == SPOOL_FSYNC_NEVER)
+		return rc;
+	rc = writer_sync(s);
+	if (rc == 0)
+		s->last_sync_ms = now_ms;
+	return rc;
+}
+
 int spool_poll(struct spool *s, int64_t now_ms)
 {
 	int rc;

@@ -175,9 +175,9 @@ struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_
  * durable; one that failed for good completes it failed. A record that goes to the spool
  * (in write while spooling, or from the report of a delivery that failed for now) completes
  * durable once the spool has written it (spool.fsync=never) or written and synced it
- * (per_frame, interval): while such records wait, poll writes the spool's batch at once
- * instead of after its linger, and the sync follows spool.fsync (so with interval, up to
- * spool.fsync_interval_ms). A failed delivery the spool refuses completes failed; in write,
+ * (per_frame, interval): while such records wait, each poll writes the spool's batch and
+ * syncs it (spool_sync) instead of waiting for its linger and fsync interval. A failed
+ * delivery the spool refuses completes failed; in write,
  * a full spool answers -EAGAIN and the token stays the caller's.
  * Threads: write from any thread; poll, flush, ready and free from one thread (the main
  * loop), which also runs the delivery reports. */

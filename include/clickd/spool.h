@@ -216,6 +216,11 @@ int spool_append(struct spool *s, enum sink_stream stream, const char *key, size
  * the frame; interval: if due at now_ms). Returns 0 or the disk's -errno. */
 int spool_flush(struct spool *s, int64_t now_ms);
 
+/* Writes the batch as a frame and, unless fsync is never, syncs now whatever the interval
+ * (which then starts again): what kafka.ack_mode=kafka does while requests wait for
+ * spooled records. Returns 0 or the disk's -errno. */
+int spool_sync(struct spool *s, int64_t now_ms);
+
 /* Periodic work: writes a batch that has waited linger_ms, syncs if the interval is due.
  * now_ms: any monotonic clock, the same one every time. Returns 0 or the disk's -errno. */
 int spool_poll(struct spool *s, int64_t now_ms);

@@ -51,9 +51,9 @@ struct slot_own {
 
 struct ack_table {
 	/* Shared. */
-	_Atomic uint64_t *state;       /* owned: one per slot */
-	_Atomic int64_t *received_at;  /* owned: one per slot */
-	_Atomic uint64_t *ready;       /* owned: ready_words bitmap words */
+	_Atomic uint64_t *state;      /* owned: one per slot */
+	_Atomic int64_t *received_at; /* owned: one per slot */
+	_Atomic uint64_t *ready;      /* owned: ready_words bitmap words */
 	size_t ready_words;
 	uint32_t index, slots;
 	alignas(64) _Atomic bool wake_pending;
@@ -194,8 +194,8 @@ bool ack_complete(struct ack_hub *hub, uint64_t token, bool durable, int64_t *re
 		 * generation, so this is its request's time (a re-arm bumps the generation). */
 		at = atomic_load_explicit(&t->received_at[slot], memory_order_relaxed);
 		nv = (v - 1) | (durable ? 0 : FAILED_BIT);
-	} while (!atomic_compare_exchange_weak_explicit(&t->state[slot], &v, nv,
-	                                                memory_order_acq_rel, memory_order_acquire));
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &t->state[slot], &v, nv, memory_order_acq_rel, memory_order_acquire));
 	if (received_at_ms)
 		*received_at_ms = at;
 	if ((nv & COUNT_MASK) == 0)

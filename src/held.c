@@ -101,8 +101,8 @@ int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const
 }
 
 int held_write_acked(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
-                     size_t key_len, const char *record, size_t record_len,
-                     int64_t received_at_ms, uint64_t ack_token)
+                     size_t key_len, const char *record, size_t record_len, int64_t received_at_ms,
+                     uint64_t ack_token)
 {
 	if (h->count == 0) {
 		int rc = sink_write_acked(sink, stream, key, key_len, record, record_len,

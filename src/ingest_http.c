@@ -611,7 +611,8 @@ static int defer_until_durable(struct ingest *ix, struct http_conn *conn,
 	handle = http_defer(conn, headers, headers_len, (uint64_t)slot);
 	if (!handle)
 		return -ENOMEM;
-	ix->ack_waits[slot] = (struct ingest_ack_wait){.conn = conn, .handle = handle, .pixel = pixel};
+	ix->ack_waits[slot] =
+	    (struct ingest_ack_wait){.conn = conn, .handle = handle, .pixel = pixel};
 	ack_arm(ix->acks, slot, (uint32_t)b->accepted, req->received_at_ms,
 	        (int64_t)uv_now(ix->ack_timer.loop) + ix->cfg->kafka_ack_timeout_ms);
 	pipeline_commit(ix->pl);

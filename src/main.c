@@ -23,7 +23,10 @@
  * its loop) and every shard (its tick) has shown progress within the interval.
  *
  * Stop (TERM/INT): STOPPING=1; each ingest thread stops accepting, lets in-flight requests finish
- * (shutdown.drain_timeout_ms), takes the datagrams the kernel holds, closes its rings and
+ * (shutdown.drain_timeout_ms; with kafka.ack_mode=kafka that includes requests waiting for
+ * their events: the main loop keeps serving delivery reports and the spool meanwhile, so
+ * each is answered 2xx once durable, or its connection closed at the drain timeout), takes
+ * the datagrams the kernel holds, closes its rings and
  * flushes its own sink; each shard, once all its rings are closed and empty, closes its
  * sessions (shutdown) and flushes; then the main thread joins everyone, flushes Kafka
  * (kafka.flush_timeout_ms) and exits 0, or 1 when records could not be flushed.

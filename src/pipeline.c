@@ -21,7 +21,7 @@ struct pipeline {
 	size_t shard_count;
 	size_t submitted;   /* since the last commit or abort */
 	uint64_t ack_token; /* carried by the events submitted now (pipeline_set_ack) */
-	bool *to_wake;    /* owned: shard_count flags */
+	bool *to_wake;      /* owned: shard_count flags */
 	struct sink *dead_letter_sink;
 	struct held dead_letters_held; /* refused with "full"; retried by pipeline_retry */
 	size_t dead_letter_payload_bytes;

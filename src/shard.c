@@ -368,8 +368,8 @@ static void handle_event(struct shard *sh, struct event *ev)
 		ack_complete(sh->opt.acks, ack_token_of(sh, ev), false, NULL);
 		return;
 	}
-	emit_at(sh, SINK_EVENTS, ev->received_at_ms, ack_token_of(sh, ev), sh->key,
-	        (size_t)key_len, sh->record, (size_t)len);
+	emit_at(sh, SINK_EVENTS, ev->received_at_ms, ack_token_of(sh, ev), sh->key, (size_t)key_len,
+	        sh->record, (size_t)len);
 	attribute_event(sh, ev, s, ch);
 }
 

@@ -159,7 +159,7 @@ struct sink_kafka {
 	_Atomic bool spool_full;
 	_Atomic bool spool_failing;
 	uint64_t high_water;
-	uint64_t unspooled;           /* main thread: failed records the spool could not take */
+	uint64_t unspooled; /* main thread: failed records the spool could not take */
 	/* kafka.ack_mode=kafka (see above): where tokens are completed (borrowed; NULL: no
 	 * write_acked), and the spooled records' waiters, a ring of waiters_cap (owned, under
 	 * the lock). */
@@ -649,8 +649,7 @@ static int kafka_write_acked(struct sink *base, enum sink_stream stream, const c
 
 	if (!k->acks || ack_token >> ACK_TOKEN_BITS)
 		return -ENOTSUP;
-	return write_record(k, stream, key, key_len, record, record_len, received_at_ms,
-	                    ack_token);
+	return write_record(k, stream, key, key_len, record, record_len, received_at_ms, ack_token);
 }
 
 /* ---- replay and the spool's periodic work (main thread) ---- */

@@ -45,11 +45,11 @@
 #include <stdint.h>
 
 /* A token fits in this many bits (the Kafka sink's message opaque has room for 59). */
-#define ACK_TOKEN_BITS  56
-#define ACK_MAX_TABLES  256
-#define ACK_MAX_SLOTS   65536
-#define ACK_MAX_EVENTS  0x7fffffffu /* events one request may wait for */
-#define ACK_TOKEN_NONE  0
+#define ACK_TOKEN_BITS 56
+#define ACK_MAX_TABLES 256
+#define ACK_MAX_SLOTS  65536
+#define ACK_MAX_EVENTS 0x7fffffffu /* events one request may wait for */
+#define ACK_TOKEN_NONE 0
 
 enum ack_result {
 	ACK_DURABLE = 0, /* every event delivered or spooled durably (or a duplicate) */

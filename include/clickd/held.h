@@ -51,7 +51,7 @@ int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const
  * The token is held with the record and handed to the sink with it. On 0 the token is the
  * sink's or the queue's; on an error it stays the caller's. */
 int held_write_acked(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
-                     size_t key_len, const char *record, size_t record_len,
-                     int64_t received_at_ms, uint64_t ack_token);
+                     size_t key_len, const char *record, size_t record_len, int64_t received_at_ms,
+                     uint64_t ack_token);
 
 #endif

@@ -243,8 +243,7 @@ void http_respond(struct http_conn *conn, const struct http_response *resp);
 typedef void (*http_cancel_fn)(void *ud, uint64_t tag);
 /* The server's cancel callback (ud is the handler's); set before answers are deferred. */
 void http_server_set_cancel(struct http_server *srv, http_cancel_fn cancel);
-uint64_t http_defer(struct http_conn *conn, const char *headers, size_t headers_len,
-                    uint64_t tag);
+uint64_t http_defer(struct http_conn *conn, const char *headers, size_t headers_len, uint64_t tag);
 /* Answers a deferred request: resp->headers come after those given to http_defer. */
 void http_respond_deferred(struct http_conn *conn, uint64_t handle,
                            const struct http_response *resp);

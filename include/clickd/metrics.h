@@ -161,7 +161,8 @@
 #define METRICS_HELP_EVENT_TO_SINK                                                                 \
 	"From an event's arrival (received_at) to when its record is taken for good: handed to "   \
 	"the file sink, or reported delivered by Kafka. Records that went through the Kafka "      \
-	"sink's disk spool are not observed (see clickd_spool_*)."
+	"sink's disk spool are not observed (see clickd_spool_*), nor, in kafka.ack_mode=kafka, "  \
+	"records whose request no longer waits (timed out, client gone)."
 #define METRICS_HISTOGRAMS(X)                                                                      \
 	X(HTTP_REQUEST_DURATION, "clickd_http_request_duration_seconds", "",                       \
 	  METRICS_BOUNDS_HTTP_US,                                                                  \

@@ -54,9 +54,9 @@ struct sink_ops {
 	int (*write)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
 	             const char *record, size_t record_len, int64_t received_at_ms);
 	/* NULL when the backend cannot tell when a record is durable (see above). */
-	int (*write_acked)(struct sink *s, enum sink_stream stream, const char *key,
-	                   size_t key_len, const char *record, size_t record_len,
-	                   int64_t received_at_ms, uint64_t ack_token);
+	int (*write_acked)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
+	                   const char *record, size_t record_len, int64_t received_at_ms,
+	                   uint64_t ack_token);
 	/* Non-blocking periodic work: delivery reports, rotation by age. Returns 0 or < 0. */
 	int (*poll)(struct sink *s, int64_t now_ms);
 	/* Pushes everything out, waiting at most timeout_ms (files: completes, fsyncs and

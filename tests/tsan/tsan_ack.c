@@ -107,7 +107,7 @@ int main(void)
 	}
 	ack_table_set_wake(t, NULL, NULL);
 	ack_hub_free(hub);
-	printf("tsan_ack: ok (%ld requests answered, %ld released early, %ld wake-ups)\n",
-	       answered, (long)REQUESTS - expected, atomic_load(&wakes));
+	printf("tsan_ack: ok (%ld requests answered, %ld released early, %ld wake-ups)\n", answered,
+	       (long)REQUESTS - expected, atomic_load(&wakes));
 	return 0;
 }

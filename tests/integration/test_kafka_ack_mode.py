@@ -205,6 +205,22 @@ class AckModeTest(unittest.TestCase):
         self.assertEqual(set(found), answered)
         self.assertEqual(max(found.values()), 1, "no duplicates")
 
+    def test_udp_beacons_are_not_acknowledged_and_still_delivered(self):
+        c = h.start_for(self, self.settings())
+        for i in range(5):
+            c.udp(beacon(eid="%s-u%d" % (self.run_id, i), aid="shop", vid="u"))
+        h.wait_for(lambda: delivered(c) == 5, 30, "the UDP beacons in Kafka")
+        self.assertEqual(c.metric("clickd_ack_pending"), 0)
+        h.stop_ok(self, c)
+        self.assertEqual(len(event_ids(self.bootstrap, self.topic, 5)), 5)
+
+    def test_without_brokers_the_start_fails_naming_the_key(self):
+        p = subprocess.run([h.binary(), "--set", "kafka.ack_mode=kafka", "--check-config"],
+                           capture_output=True, text=True, timeout=h.scaled(30))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("kafka.ack_mode", p.stderr)
+        self.assertIn("kafka.brokers", p.stderr)
+
     def test_pipelined_answers_keep_their_order(self):
         c = h.start_for(self, self.settings())
         reqs = b"".join([
@@ -448,6 +464,27 @@ class AckModeBrokerAwayTest(unittest.TestCase):
         for s in waiting:
             s.close()
         h.wait_for(lambda: c.metric("clickd_ack_pending") == 0, 20, "the waits to be cancelled")
+
+    def test_a_connection_with_too_many_waiting_requests_is_not_read_until_answers_go(self):
+        c = h.start_for(self, self.no_spool(**{"kafka.ack_max_pending_per_connection": "2",
+                                               "kafka.ack_timeout_ms": "2000"}))
+        s = socket.create_connection(("127.0.0.1", c.http_port), timeout=h.scaled(10))
+        try:
+            req = "GET /collect?%s HTTP/1.1\r\n\r\n"
+            s.sendall("".join(req % beacon(eid="%s-%d" % (self.run_id, i), aid="a", vid="v")
+                              for i in range(2)).encode())
+            h.wait_for(lambda: c.metric("clickd_ack_pending") == 2, 20, "2 requests waiting")
+            s.sendall((req % beacon(eid=self.run_id + "-2", aid="a", vid="v")).encode())
+            time.sleep(h.scaled(0.3))
+            # Not read while two wait (the third would be an event in by now).
+            self.assertEqual(c.metric("clickd_events_in_total"), 2)
+            # The two time out (the broker is away), reading resumes, the third waits too.
+            rs, _ = h.read_responses(s, 3, timeout=30)
+            self.assertEqual([r.status for r in rs], [503, 503, 503], rs)
+            self.assertEqual(c.metric("clickd_events_in_total"), 3)
+            self.assertEqual(c.metric("clickd_ack_timeouts_total"), 3)
+        finally:
+            s.close()
 
     def test_term_closes_a_waiting_request_without_an_answer_when_nothing_is_durable(self):
         c = h.start_for(self, self.no_spool(**{"shutdown.drain_timeout_ms": "500",

@@ -228,6 +228,8 @@ static int grow(char **buf, size_t *cap, size_t need, size_t initial)
 
 static int out_append(struct outbuf *o, const char *data, size_t len)
 {
+	if (len == 0)
+		return 0; /* data may be NULL (an empty buffer never grown) */
 	if (grow(&o->data, &o->cap, o->len + len, OUT_INITIAL_BYTES) < 0)
 		return -ENOMEM;
 	memcpy(o->data + o->len, data, len);

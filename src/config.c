@@ -175,6 +175,30 @@ static const struct option options[] = {
     {"kafka.flush_timeout_ms", INT(kafka_flush_timeout_ms), "30000", 0, 600000, NULL, true,
      "At stop, how long to wait for Kafka to acknowledge what is queued; what it has not "
      "acknowledged by then goes to the spool."},
+    {"kafka.ack_mode", ENUM(kafka_ack_mode), "accept", 0, 0, "accept|kafka", false,
+     "When an HTTP collect request is answered 2xx. accept: as soon as its events are in "
+     "the rings to the shards (fastest; a crash of clickd loses what the shards, the Kafka "
+     "queue and the spool's unwritten batch hold). kafka: only once every event of it is "
+     "acknowledged by the Kafka brokers (acks=all) or written to the disk spool (synced as "
+     "spool.fsync says), so a 2xx means durable; duplicates dedup drops count at once (their "
+     "original is on its way), bad beacons (dead letters) do not hold the answer. Costs "
+     "latency: the answer waits for the producer's batching (linger.ms), the brokers' "
+     "replication and the delivery report (polled every 50 ms), or for the spool's write "
+     "and sync. Needs kafka.brokers. UDP is not acknowledged either way."},
+    {"kafka.ack_timeout_ms", INT(kafka_ack_timeout_ms), "10000", 100, 600000, NULL, false,
+     "With kafka.ack_mode=kafka: a request whose events are not all delivered or spooled "
+     "by then is answered 503 with Retry-After (clickd_ack_timeouts_total). Its events may "
+     "still arrive: the tracker's retry of the same eid is then dropped by dedup (within "
+     "dedup.window_s, when it lands on the same shard: same vid or cookie)."},
+    {"kafka.ack_max_pending", INT(kafka_ack_max_pending), "8192", 1, 65536, NULL, false,
+     "With kafka.ack_mode=kafka: requests waiting for their acknowledgement at most, per "
+     "ingest thread (clickd_ack_pending); past it a new request is answered 503 with "
+     "Retry-After at once, nothing taken."},
+    {"kafka.ack_max_pending_per_connection", INT(kafka_ack_max_pending_per_connection), "32", 1,
+     65536, NULL, false,
+     "With kafka.ack_mode=kafka: waiting requests per keep-alive connection (pipelining) at "
+     "which clickd stops reading from it until answers go out; the requests of a read "
+     "already made are still taken."},
 
     {"spool.dir", STR(spool_dir), "./spool", 0, 0, NULL, false,
      "Directory of the Kafka sink's disk spool, where records wait while Kafka is "
@@ -197,7 +221,8 @@ static const struct option options[] = {
      "loses nothing written, a crash of the machine the last seconds); per_frame: "
      "fdatasync after every frame of up to 64 KiB of records, on the thread that writes it; "
      "interval: at most every spool.fsync_interval_ms (a machine crash loses at most that "
-     "much). Also at stop, unless never."},
+     "much). Also at stop, unless never. With kafka.ack_mode=kafka, while requests wait "
+     "for spooled records, the spool is written and (unless never) synced every 50 ms."},
     {"spool.fsync_interval_ms", INT(spool_fsync_interval_ms), "1000", 10, 600000, NULL, false,
      "With spool.fsync=interval: the longest time between syncs of spooled records."},
     {"spool.high_water", INT(spool_high_water), "50000", 1, 10000000, NULL, false,
@@ -797,6 +822,11 @@ static int config_derive(struct config *cfg, char *err, size_t errlen)
 		return -EINVAL;
 	if (cfg->kafka_brokers[0] == '\0' && cfg->sink_file_dir[0] == '\0') {
 		fmt_err(err, errlen, "sink.file.dir: empty while kafka.brokers is empty too");
+		return -EINVAL;
+	}
+	if (strcmp(cfg->kafka_ack_mode, "kafka") == 0 && cfg->kafka_brokers[0] == '\0') {
+		fmt_err(err, errlen,
+		        "kafka.ack_mode: 'kafka' needs Kafka, but kafka.brokers is empty");
 		return -EINVAL;
 	}
 	if (cfg->kafka_brokers[0] && cfg->spool_max_bytes > 0 && cfg->spool_dir[0] == '\0') {

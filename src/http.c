@@ -15,6 +15,15 @@
  *   OUT_PAUSE_BYTES wait, so a client that pipelines without reading cannot grow memory,
  *   and a write that still waits when the idle timer fires ends the connection, so such a
  *   client cannot hold it (and its buffers) for ever either;
+ * - a deferred answer (http_defer, kafka.ack_mode=kafka) keeps its place: while one waits,
+ *   the answers to later requests (and a 100 Continue) are appended to its `after` buffer
+ *   instead of out[fill]; when the oldest deferred answer is given, it and its `after`
+ *   move to out[fill], and so on down the queue. So answers still leave in request order.
+ *   The queue is a ring of entries per connection, grown by doubling and reused (no
+ *   allocation once warm); at most limits.max_deferred entries before reading pauses, plus
+ *   the requests of the read that reached it. A connection that closes with deferred
+ *   answers hands each one's tag to the server's cancel callback, so that the handler
+ *   forgets it (the connection is freed later, from its close callbacks);
  * - memory is freed only from close callbacks (both the tcp and the timer handle);
  * - the idle timer restarts when a request begins or completes, never on a mere read: a
  *   request has http.idle_timeout_ms from its first byte to its last.
@@ -100,6 +109,16 @@ struct outbuf {
 	size_t cap;
 };
 
+/* A deferred answer and the immediate answers queued behind it (see the top). */
+struct deferred {
+	uint64_t tag;                /* the handler's, for the cancel callback */
+	uint64_t read_ns;            /* uv_hrtime of the read that completed its request */
+	enum http_req_method method; /* of its request (HEAD: no body) */
+	bool ready;                  /* answered, waiting for those before it */
+	struct outbuf answer;        /* its extra headers, then (ready) its whole answer */
+	struct outbuf after;         /* answers to later requests, up to the next deferred one */
+};
+
 struct http_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -116,6 +135,13 @@ struct http_conn {
 
 	struct outbuf out[2];
 	int fill; /* index of the buffer being filled; the other may be in flight */
+	/* Deferred answers, oldest first: a ring of deferred_cap entries (owned, with their
+	 * buffers, reused), deferred_count from deferred_head; the oldest has handle
+	 * deferred_seq. deferred_bytes: the bytes of their buffers. */
+	struct deferred *deferred;
+	uint32_t deferred_cap, deferred_head, deferred_count;
+	uint64_t deferred_seq;
+	size_t deferred_bytes;
 	bool writing;
 	bool close_after_write;
 	bool linger; /* close with a lingering read (after an error answer) */
@@ -133,6 +159,7 @@ struct http_server {
 	struct http_limits limits;
 	http_handler_fn handler;
 	http_reject_fn reject;
+	http_cancel_fn cancel;
 	void *ud;
 	struct http_conn *conns;
 	size_t open;
@@ -222,6 +249,8 @@ static int grow(char **buf, size_t *cap, size_t need, size_t initial)
 
 static int out_append(struct outbuf *o, const char *data, size_t len)
 {
+	if (len == 0)
+		return 0; /* data may be NULL (an empty buffer never grown) */
 	if (grow(&o->data, &o->cap, o->len + len, OUT_INITIAL_BYTES) < 0)
 		return -ENOMEM;
 	memcpy(o->data + o->len, data, len);
@@ -640,6 +669,27 @@ void http_reqparser_close(struct http_reqparser *p)
 
 /* ---- requests on a connection ---- */
 
+static struct deferred *deferred_at(const struct http_conn *c, uint32_t i)
+{
+	return &c->deferred[(c->deferred_head + i) % c->deferred_cap];
+}
+
+/* Where an answer given now goes: out[fill], or behind the newest deferred answer. */
+static struct outbuf *answer_target(struct http_conn *c)
+{
+	if (c->deferred_count == 0)
+		return &c->out[c->fill];
+	return &deferred_at(c, c->deferred_count - 1)->after;
+}
+
+/* After answer_target's buffer o grew from `before` bytes: counts what waits behind a
+ * deferred answer. */
+static void answer_added(struct http_conn *c, const struct outbuf *o, size_t before)
+{
+	if (o != &c->out[c->fill])
+		c->deferred_bytes += o->len - before;
+}
+
 static int conn_on_request(void *ud, struct http_request *r)
 {
 	struct http_conn *c = ud;
@@ -660,8 +710,13 @@ static void conn_on_continue(void *ud)
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 	struct http_conn *c = ud;
 	/* After the answers queued before it, so the order on the wire stays right. */
-	if (out_append(&c->out[c->fill], cont, sizeof(cont) - 1) == 0)
-		conn_flush(c);
+	struct outbuf *o = answer_target(c);
+	size_t before = o->len;
+
+	if (out_append(o, cont, sizeof(cont) - 1) < 0)
+		return;
+	answer_added(c, o, before);
+	conn_flush(c);
 }
 
 /* ---- responses ---- */
@@ -684,8 +739,7 @@ static char *put_decimal(char *p, size_t v)
 }
 
 /* The status line and our fixed headers, built by hand (no printf: one per request). */
-static size_t response_head(const struct http_conn *c, const struct http_response *resp, char *head,
-                            size_t cap)
+static size_t response_head(bool closes, const struct http_response *resp, char *head, size_t cap)
 {
 	const char *text = http_status_text(resp->status);
 	size_t text_len = strlen(text);
@@ -709,7 +763,7 @@ static size_t response_head(const struct http_conn *c, const struct http_respons
 		p += ct_len;
 		p = HEAD_PUT(p, "\r\n");
 	}
-	if (c->close_after_write)
+	if (closes)
 		p = HEAD_PUT(p, "Connection: close\r\n");
 	p = HEAD_PUT(p, "Cache-Control: no-cache, no-store, must-revalidate\r\n");
 	return (size_t)(p - head);
@@ -718,9 +772,9 @@ static size_t response_head(const struct http_conn *c, const struct http_respons
 static void append_response(struct http_conn *c, const struct http_response *resp)
 {
 	char head[512];
-	size_t n = response_head(c, resp, head, sizeof(head));
+	size_t n = response_head(c->close_after_write, resp, head, sizeof(head));
 	bool with_body = c->method != HTTP_REQ_HEAD && resp->status != 204;
-	struct outbuf *o = &c->out[c->fill];
+	struct outbuf *o = answer_target(c);
 	size_t before = o->len;
 
 	if (out_append(o, head, n) < 0 ||
@@ -732,6 +786,7 @@ static void append_response(struct http_conn *c, const struct http_response *res
 		o->len = before;
 		c->close_after_write = true;
 	}
+	answer_added(c, o, before);
 	c->answers++;
 	if (c->srv->limits.collect_metrics)
 		metrics_http_status(resp->status);
@@ -740,6 +795,153 @@ static void append_response(struct http_conn *c, const struct http_response *res
 void http_respond(struct http_conn *conn, const struct http_response *resp)
 {
 	append_response(conn, resp);
+}
+
+/* ---- deferred answers ---- */
+
+void http_server_set_cancel(struct http_server *srv, http_cancel_fn cancel)
+{
+	srv->cancel = cancel;
+}
+
+/* Room for one more entry at the end of the ring. Returns 0 or -ENOMEM. */
+static int deferred_reserve(struct http_conn *c)
+{
+	uint32_t cap = c->deferred_cap ? c->deferred_cap * 2 : 4;
+	struct deferred *d;
+
+	if (c->deferred_count < c->deferred_cap)
+		return 0;
+	if (c->deferred_cap > UINT32_MAX / 2)
+		return -ENOMEM;
+	d = calloc(cap, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	/* The entries (and the buffers they own) move in queue order to the front. */
+	for (uint32_t i = 0; i < c->deferred_cap; i++)
+		d[i] = *deferred_at(c, i);
+	free(c->deferred);
+	c->deferred = d;
+	c->deferred_cap = cap;
+	c->deferred_head = 0;
+	return 0;
+}
+
+uint64_t http_defer(struct http_conn *c, const char *headers, size_t headers_len, uint64_t tag)
+{
+	struct deferred *d;
+
+	if (c->closing || deferred_reserve(c) < 0)
+		return 0;
+	d = deferred_at(c, c->deferred_count);
+	d->answer.len = 0;
+	d->after.len = 0;
+	if (headers_len && out_append(&d->answer, headers, headers_len) < 0)
+		return 0;
+	d->tag = tag;
+	d->read_ns = uv_hrtime();
+	d->method = c->method;
+	d->ready = false;
+	c->deferred_count++;
+	c->deferred_bytes += d->answer.len;
+	return c->deferred_seq + c->deferred_count - 1;
+}
+
+/* Renders the answer of d in place: status line and our headers, then the extra headers
+ * stored at http_defer, then resp's, then the body. Returns 0 or -ENOMEM. */
+static int deferred_render(struct deferred *d, const struct http_response *resp, bool closes)
+{
+	char head[512];
+	size_t n = response_head(closes, resp, head, sizeof(head));
+	bool with_body = d->method != HTTP_REQ_HEAD && resp->status != 204;
+	struct outbuf *o = &d->answer;
+	size_t stored = o->len;
+
+	if (out_append(o, head, n) < 0)
+		return -ENOMEM;
+	/* The head goes first: move the stored headers behind it. */
+	memmove(o->data + n, o->data, stored);
+	memcpy(o->data, head, n);
+	if ((resp->headers_len && out_append(o, resp->headers, resp->headers_len) < 0) ||
+	    out_append(o, "\r\n", 2) < 0 ||
+	    (with_body && resp->body_len && out_append(o, resp->body, resp->body_len) < 0))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Moves the answered deferred answers at the front of the queue, with what waited behind
+ * each, to out[fill]. */
+static void deferred_release_ready(struct http_conn *c)
+{
+	while (c->deferred_count > 0 && c->deferred[c->deferred_head].ready) {
+		struct deferred *d = &c->deferred[c->deferred_head];
+		struct outbuf *o = &c->out[c->fill];
+
+		if (out_append(o, d->answer.data, d->answer.len) < 0 ||
+		    out_append(o, d->after.data, d->after.len) < 0) {
+			/* Out of memory: the answers before still go out, then the end. */
+			c->close_after_write = true;
+		}
+		c->deferred_bytes -= d->answer.len + d->after.len;
+		d->answer.len = d->after.len = 0;
+		c->deferred_head = (c->deferred_head + 1) % c->deferred_cap;
+		c->deferred_count--;
+		c->deferred_seq++;
+	}
+}
+
+void http_respond_deferred(struct http_conn *c, uint64_t handle, const struct http_response *resp)
+{
+	struct deferred *d;
+	bool last;
+	size_t before;
+
+	if (c->closing || handle < c->deferred_seq || handle >= c->deferred_seq + c->deferred_count)
+		return; /* cannot happen: a closing connection cancelled its handles */
+	d = deferred_at(c, (uint32_t)(handle - c->deferred_seq));
+	if (d->ready)
+		return;
+	last = d == deferred_at(c, c->deferred_count - 1) && d->after.len == 0;
+	before = d->answer.len + d->after.len;
+	if (deferred_render(d, resp, last && c->close_after_write) < 0) {
+		/* Out of memory: this answer cannot be sent; those before it still go. */
+		d->answer.len = 0;
+		d->after.len = 0;
+		c->close_after_write = true;
+	}
+	c->deferred_bytes = c->deferred_bytes - before + d->answer.len + d->after.len;
+	d->ready = true;
+	if (c->srv->limits.collect_metrics) {
+		metrics_http_status(resp->status);
+		metrics_http_answered(uv_hrtime() - d->read_ns, 1);
+	}
+	deferred_release_ready(c);
+	conn_flush(c);
+}
+
+/* The connection ends with deferred answers not given: the handler forgets them. */
+static void deferred_cancel_all(struct http_conn *c)
+{
+	struct http_server *srv = c->srv;
+
+	for (uint32_t i = 0; i < c->deferred_count; i++) {
+		struct deferred *d = deferred_at(c, i);
+		if (!d->ready && srv->cancel)
+			srv->cancel(srv->ud, d->tag);
+	}
+	c->deferred_count = 0;
+	c->deferred_bytes = 0;
+}
+
+static void deferred_free(struct http_conn *c)
+{
+	for (uint32_t i = 0; i < c->deferred_cap; i++) {
+		free(c->deferred[i].answer.data);
+		free(c->deferred[i].after.data);
+	}
+	free(c->deferred);
+	c->deferred = NULL;
+	c->deferred_cap = 0;
 }
 
 static void respond_error(struct http_conn *c, int status, const char *reason)
@@ -770,6 +972,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
 	http_reqparser_close(&c->rp);
 	free(c->out[0].data);
 	free(c->out[1].data);
+	deferred_free(c);
 	free(c);
 	srv->open_handles--;
 	server_maybe_done(srv);
@@ -781,6 +984,7 @@ static void conn_close(struct http_conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	deferred_cancel_all(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -814,6 +1018,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static size_t out_pending(const struct http_conn *c)
 {
 	return c->out[0].len + c->out[1].len;
+}
+
+/* Reading pauses past these: answers not sent yet, or deferred answers waiting. */
+static bool too_much_pending(const struct http_conn *c)
+{
+	size_t max = c->srv->limits.max_deferred;
+
+	return out_pending(c) + c->deferred_bytes > OUT_PAUSE_BYTES ||
+	       (max && c->deferred_count >= max);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -898,18 +1111,20 @@ static void conn_flush(struct http_conn *c)
 		conn_close(c);
 		return;
 	}
-	if (!c->writing && out_pending(c) == 0 && c->close_after_write) {
+	if (!c->writing && out_pending(c) == 0 && c->close_after_write && c->deferred_count == 0) {
 		if (c->linger)
 			conn_linger(c);
 		else
 			conn_close(c);
 		return;
 	}
-	/* Pause reading while answers pile up; resume when they are out. */
-	if (c->reading && out_pending(c) > OUT_PAUSE_BYTES) {
+	/* Pause reading while answers pile up (or too many are deferred); resume when they
+	 * are out. */
+	if (c->reading && too_much_pending(c)) {
 		uv_read_stop((uv_stream_t *)&c->tcp);
 		c->reading = false;
-	} else if (!c->reading && !c->close_after_write && out_pending(c) == 0) {
+	} else if (!c->reading && !c->close_after_write && out_pending(c) == 0 &&
+	           !too_much_pending(c)) {
 		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
 			c->reading = true;
 	}
@@ -946,6 +1161,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		if (nread < 0)
 			conn_close(c);
 		return; /* dropped */
+	}
+	if (nread < 0 && c->deferred_count > 0) {
+		/* The client went away (or reset) while answers wait for their events: it will
+		 * not read them, so they are cancelled now rather than when they come (nginx
+		 * takes an EOF while it waits upstream the same way). */
+		conn_close(c);
+		return;
 	}
 	if (nread < 0) {
 		/* EOF or reset: answers already queued still go out, then we close. */
@@ -996,6 +1218,11 @@ static void on_idle_timeout(uv_timer_t *t)
 
 	if (c->lingering) {
 		conn_close(c);
+		return;
+	}
+	if (c->deferred_count > 0 && !http_reqparser_in_message(&c->rp) && !c->writing) {
+		/* Waiting for its deferred answers, which have deadlines of their own: busy. */
+		uv_timer_start(&c->timer, on_idle_timeout, srv->limits.idle_timeout_ms, 0);
 		return;
 	}
 	if (c->writing) {
@@ -1084,6 +1311,7 @@ static struct http_conn *conn_new(struct http_server *srv)
 		return NULL;
 	}
 	c->srv = srv;
+	c->deferred_seq = 1; /* handles are never 0 */
 	uv_tcp_init(srv->loop, &c->tcp);
 	uv_timer_init(srv->loop, &c->timer);
 	c->tcp.data = c;
@@ -1282,10 +1510,10 @@ void http_server_close(struct http_server *srv, uint64_t drain_timeout_ms, void 
 			 * srv->closing is set) before the connection ends. */
 			continue;
 		}
-		if (out_pending(c) == 0)
+		if (out_pending(c) == 0 && c->deferred_count == 0)
 			conn_close(c);
 		else
-			c->close_after_write = true; /* the queued answers end it */
+			c->close_after_write = true; /* the queued (or deferred) answers end it */
 	}
 	if (srv->open == 0) {
 		close_all(srv);

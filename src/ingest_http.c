@@ -14,10 +14,22 @@
  * Status codes follow what trackers do with them (CONTRACTS.md, TRACKERS.md): 204/200
  * when the beacons are in, 400/413/415 only for data that is truly bad (each bad beacon
  * also becomes a dead letter), 503 with Retry-After when we cannot take it now.
+ *
+ * kafka.ack_mode=kafka: "in" means durable (ack.h). A request takes a waiter slot before
+ * its beacons are decoded (none free: 503, nothing taken), its events carry the slot's
+ * token, and when some were accepted the answer is deferred (http_defer), the slot armed
+ * with their number and the batch published, in that order. The loop answers it when the
+ * slot's events have all completed (ack_async: 204/200, or 503 when one failed for good) or
+ * when kafka.ack_timeout_ms passes first (ack_timer: 503 with Retry-After). Who owns what:
+ * the slot is this thread's from ack_take to its release (answered, timed out, or the
+ * connection closed: ingest_http_cancel); ack_waits[slot] borrows the connection for that
+ * long, and http.c guarantees it lives until the cancel. Requests with no beacon taken
+ * (all bad, OPTIONS, errors) are answered at once, as in accept mode.
  */
 #include "clickd/ingest.h"
 
 #include "clickd/gunzip.h"
+#include "clickd/ack.h"
 #include "clickd/log.h"
 #include "clickd/net.h"
 #include "clickd/protocols.h"
@@ -500,17 +512,25 @@ static void respond_text(struct http_conn *conn, int status, const char *text, c
 	        headers_len);
 }
 
+/* 503 with Retry-After: nothing of the request was taken; `beacons` counted as refused. */
+static void respond_busy(struct ingest *ix, struct http_conn *conn, size_t beacons, char *headers,
+                         size_t headers_len, size_t headers_cap)
+{
+	int w = snprintf(headers + headers_len, headers_cap - headers_len, "Retry-After: %lld\r\n",
+	                 (long long)ix->cfg->http_retry_after_s);
+
+	if (w > 0 && (size_t)w < headers_cap - headers_len)
+		headers_len += (size_t)w;
+	metrics_add(METRIC_BACKPRESSURE_503, beacons);
+	respond_text(conn, 503, "busy, retry later", headers, headers_len);
+}
+
 static void respond_batch(struct ingest *ix, struct http_conn *conn, const struct http_request *req,
                           const struct batch *b, bool pixel, char *headers, size_t headers_len,
                           size_t headers_cap)
 {
 	if (b->full) {
-		int w = snprintf(headers + headers_len, headers_cap - headers_len,
-		                 "Retry-After: %lld\r\n", (long long)ix->cfg->http_retry_after_s);
-		if (w > 0 && (size_t)w < headers_cap - headers_len)
-			headers_len += (size_t)w;
-		metrics_add(METRIC_BACKPRESSURE_503, b->full);
-		respond_text(conn, 503, "busy, retry later", headers, headers_len);
+		respond_busy(ix, conn, b->full, headers, headers_len, headers_cap);
 		return;
 	}
 	if (b->accepted == 0) {
@@ -528,6 +548,197 @@ static void respond_batch(struct ingest *ix, struct http_conn *conn, const struc
 	(void)req;
 }
 
+/* Decodes the request's beacons into tb (submitted, not yet published). Returns true when
+ * it has answered the request already (415, 413: nothing submitted). */
+static bool decode_request(struct ingest *ix, struct http_conn *conn,
+                           const struct http_request *req, struct batch *tb, const char *headers,
+                           size_t headers_len)
+{
+	/* http.c gives NULL for an empty body; pointer arithmetic on NULL is undefined
+	 * (UBSan aborts on it), so the decoders get "" instead. */
+	const char *body = req->body ? req->body : "";
+	enum body_kind kind;
+	char err[160];
+
+	if (req->method == HTTP_REQ_GET) {
+		if (req->query_len)
+			decode_query_beacon(tb, req->query, req->query_len);
+		else
+			note_reject(tb, -EINVAL, "no beacon in request", NULL, 0);
+		return false;
+	}
+	kind = body_kind_of(req);
+	if (kind == BODY_UNSUPPORTED) {
+		note_reject(tb, -ENOTSUP, "unsupported Content-Type", body, req->body_len);
+		respond_text(conn, 415, "unsupported Content-Type", headers, headers_len);
+		return true;
+	}
+	if (kind == BODY_LINES &&
+	    count_lines(body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
+		note_reject(tb, -EMSGSIZE, "more beacons than limits.max_batch", body,
+		            req->body_len);
+		respond_text(conn, 413, "more beacons than limits.max_batch", headers, headers_len);
+		return true;
+	}
+	if (kind == BODY_LINES) {
+		decode_lines(tb, body, req->body_len);
+	} else {
+		int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon, emit_json,
+		                            reject_json, tb, err, sizeof(err));
+		if (rc == -EMSGSIZE) {
+			pipeline_abort(ix->pl); /* nothing was emitted; to be sure */
+			note_reject(tb, rc, err, body, req->body_len);
+			respond_text(conn, 413, err, headers, headers_len);
+			return true;
+		}
+		if (rc < 0)
+			note_reject(tb, rc, err, body, req->body_len);
+	}
+	if (tb->accepted + tb->rejected + tb->full == 0)
+		note_reject(tb, -EINVAL, "no beacon in request", body, req->body_len);
+	return false;
+}
+
+/* ---- kafka.ack_mode=kafka ---- */
+
+static void ack_timer_schedule(struct ingest *ix);
+
+/* A waiting request's answer: what accept mode would have said once it is durable, 503
+ * with Retry-After when an event failed for good or the time ran out (its events may still
+ * arrive: the tracker's retry is then a duplicate, which dedup drops on its eid). */
+static void on_ack_done(void *ud, int slot, enum ack_result result)
+{
+	struct ingest *ix = ud;
+	struct ingest_ack_wait *w = &ix->ack_waits[slot];
+	struct http_response resp = {.status = 204};
+	char retry[64], body[96];
+	int n;
+
+	if (!w->conn)
+		return; /* cannot happen: a slot is released and forgotten together */
+	if (result == ACK_DURABLE && w->pixel) {
+		resp.status = 200;
+		resp.content_type = "image/gif";
+		resp.body = (const char *)pixel_gif;
+		resp.body_len = sizeof(pixel_gif);
+	} else if (result != ACK_DURABLE) {
+		n = snprintf(retry, sizeof(retry), "Retry-After: %lld\r\n",
+		             (long long)ix->cfg->http_retry_after_s);
+		resp.status = 503;
+		resp.headers = retry;
+		resp.headers_len = n > 0 ? (size_t)n : 0;
+		n = snprintf(body, sizeof(body), "%s\n",
+		             result == ACK_TIMED_OUT
+		                 ? "not yet stored in Kafka or the spool (kafka.ack_timeout_ms), "
+		                   "retry later"
+		                 : "could not be stored, retry later");
+		resp.content_type = "text/plain; charset=utf-8";
+		resp.body = body;
+		resp.body_len = n > 0 ? (size_t)n : 0;
+	}
+	http_respond_deferred(w->conn, w->handle, &resp);
+	w->conn = NULL;
+}
+
+static void on_ack_ready(uv_async_t *a)
+{
+	struct ingest *ix = a->data;
+
+	ack_collect(ix->acks, on_ack_done, ix);
+}
+
+static void on_ack_timer(uv_timer_t *t)
+{
+	struct ingest *ix = t->data;
+
+	ack_expire(ix->acks, (int64_t)uv_now(t->loop), on_ack_done, ix);
+	ack_timer_schedule(ix);
+}
+
+/* The timer runs to the oldest deadline (every request waits as long, so a new one never
+ * comes first); when that request was answered meanwhile, it fires early and looks again. */
+static void ack_timer_schedule(struct ingest *ix)
+{
+	int64_t next = ack_next_deadline(ix->acks), now;
+
+	if (next == INT64_MAX || uv_is_active((uv_handle_t *)&ix->ack_timer))
+		return;
+	now = (int64_t)uv_now(ix->ack_timer.loop);
+	uv_timer_start(&ix->ack_timer, on_ack_timer, next > now ? (uint64_t)(next - now) : 0, 0);
+}
+
+/* Called from completing threads (ack_table_set_wake). */
+static void ack_wake(void *arg)
+{
+	uv_async_send(arg);
+}
+
+/* The batch's events are taken: defer the answer, arm the waiter with their number, then
+ * publish them (a completion can only follow the publish). Returns 0, or -ENOMEM when the
+ * answer cannot be deferred (nothing is published). */
+static int defer_until_durable(struct ingest *ix, struct http_conn *conn,
+                               const struct http_request *req, struct batch *b, int slot,
+                               bool pixel, char *headers, size_t headers_len, size_t headers_cap)
+{
+	uint64_t handle;
+
+	if (b->set_cookie)
+		headers_len +=
+		    cookie_header(ix->cfg, b, headers + headers_len, headers_cap - headers_len);
+	handle = http_defer(conn, headers, headers_len, (uint64_t)slot);
+	if (!handle)
+		return -ENOMEM;
+	ix->ack_waits[slot] =
+	    (struct ingest_ack_wait){.conn = conn, .handle = handle, .pixel = pixel};
+	ack_arm(ix->acks, slot, (uint32_t)b->accepted, req->received_at_ms,
+	        (int64_t)uv_now(ix->ack_timer.loop) + ix->cfg->kafka_ack_timeout_ms);
+	pipeline_commit(ix->pl);
+	ack_timer_schedule(ix);
+	return 0;
+}
+
+void ingest_http_cancel(void *ud, uint64_t tag)
+{
+	struct ingest *ix = ud;
+
+	if (!ix->acks || tag >= ix->ack_slots)
+		return;
+	ix->ack_waits[tag].conn = NULL;
+	ack_release(ix->acks, (int)tag);
+}
+
+int ingest_acks_start(struct ingest *ix, uv_loop_t *loop, struct ack_table *t, size_t slots)
+{
+	ix->ack_waits = calloc(slots, sizeof(*ix->ack_waits));
+	if (!ix->ack_waits)
+		return -ENOMEM;
+	ix->ack_slots = slots;
+	uv_async_init(loop, &ix->ack_async, on_ack_ready);
+	uv_timer_init(loop, &ix->ack_timer);
+	ix->ack_async.data = ix;
+	ix->ack_timer.data = ix;
+	ix->acks = t;
+	ack_table_set_wake(t, ack_wake, &ix->ack_async);
+	return 0;
+}
+
+void ingest_acks_close(struct ingest *ix)
+{
+	if (!ix->acks)
+		return;
+	/* Once this returns no completing thread touches ack_async again. */
+	ack_table_set_wake(ix->acks, NULL, NULL);
+	if (!uv_is_closing((uv_handle_t *)&ix->ack_async))
+		uv_close((uv_handle_t *)&ix->ack_async, NULL);
+	if (!uv_is_closing((uv_handle_t *)&ix->ack_timer))
+		uv_close((uv_handle_t *)&ix->ack_timer, NULL);
+	free(ix->ack_waits);
+	ix->ack_waits = NULL;
+	ix->acks = NULL;
+}
+
+/* ---- collect ---- */
+
 static void handle_collect(struct ingest *ix, struct http_conn *conn,
                            const struct http_request *req, bool pixel)
 {
@@ -535,6 +746,9 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 	char headers[2048];
 	char ip[64];
 	size_t headers_len;
+	uint64_t token = ACK_TOKEN_NONE;
+	int slot = -1;
+	bool answered;
 
 	headers_len =
 	    cors_headers(ix->cfg, req, req->method == HTTP_REQ_OPTIONS, headers, sizeof(headers));
@@ -553,48 +767,28 @@ static void handle_collect(struct ingest *ix, struct http_conn *conn,
 		respond_text(conn, 405, "method not allowed", headers, headers_len);
 		return;
 	}
-	batch_init(tb, ix, req, ip, sizeof(ip));
-	if (req->method == HTTP_REQ_GET) {
-		if (req->query_len)
-			decode_query_beacon(tb, req->query, req->query_len);
-		else
-			note_reject(tb, -EINVAL, "no beacon in request", NULL, 0);
-	} else {
-		/* http.c gives NULL for an empty body; pointer arithmetic on NULL is undefined
-		 * (UBSan aborts on it), so the decoders get "" instead. */
-		const char *body = req->body ? req->body : "";
-		enum body_kind kind = body_kind_of(req);
-		char err[160];
-		if (kind == BODY_UNSUPPORTED) {
-			note_reject(tb, -ENOTSUP, "unsupported Content-Type", body, req->body_len);
-			respond_text(conn, 415, "unsupported Content-Type", headers, headers_len);
-			return;
-		}
-		if (kind == BODY_LINES &&
-		    count_lines(body, req->body_len) > (size_t)ix->cfg->limits_max_batch) {
-			note_reject(tb, -EMSGSIZE, "more beacons than limits.max_batch", body,
-			            req->body_len);
-			respond_text(conn, 413, "more beacons than limits.max_batch", headers,
-			             headers_len);
-			return;
-		}
-		if (kind == BODY_LINES) {
-			decode_lines(tb, body, req->body_len);
-		} else {
-			int rc = beacon_decode_json(body, req->body_len, &tb->br, &ix->beacon,
-			                            emit_json, reject_json, tb, err, sizeof(err));
-			if (rc == -EMSGSIZE) {          /* more than limits.max_batch */
-				pipeline_abort(ix->pl); /* nothing was emitted; to be sure */
-				note_reject(tb, rc, err, body, req->body_len);
-				respond_text(conn, 413, err, headers, headers_len);
-				return;
-			}
-			if (rc < 0)
-				note_reject(tb, rc, err, body, req->body_len);
-		}
-		if (tb->accepted + tb->rejected + tb->full == 0)
-			note_reject(tb, -EINVAL, "no beacon in request", body, req->body_len);
+	if (ix->acks && (slot = ack_take(ix->acks, &token)) < 0) {
+		/* kafka.ack_max_pending requests of this thread wait already. */
+		respond_busy(ix, conn, 1, headers, headers_len, sizeof(headers));
+		return;
 	}
+	batch_init(tb, ix, req, ip, sizeof(ip));
+	pipeline_set_ack(ix->pl, token);
+	answered = decode_request(ix, conn, req, tb, headers, headers_len);
+	pipeline_set_ack(ix->pl, ACK_TOKEN_NONE);
+	if (slot >= 0 && !answered && tb->full == 0 && tb->accepted > 0) {
+		if (defer_until_durable(ix, conn, req, tb, slot, pixel, headers, headers_len,
+		                        sizeof(headers)) == 0)
+			return;
+		/* Cannot wait for them (out of memory): take none. */
+		pipeline_abort(ix->pl);
+		tb->full = tb->accepted;
+		tb->accepted = 0;
+	}
+	if (slot >= 0)
+		ack_release(ix->acks, slot);
+	if (answered)
+		return;
 	batch_settle(tb);
 	respond_batch(ix, conn, req, tb, pixel, headers, headers_len, sizeof(headers));
 }

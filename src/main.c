@@ -23,7 +23,10 @@
  * its loop) and every shard (its tick) has shown progress within the interval.
  *
  * Stop (TERM/INT): STOPPING=1; each ingest thread stops accepting, lets in-flight requests finish
- * (shutdown.drain_timeout_ms), takes the datagrams the kernel holds, closes its rings and
+ * (shutdown.drain_timeout_ms; with kafka.ack_mode=kafka that includes requests waiting for
+ * their events: the main loop keeps serving delivery reports and the spool meanwhile, so
+ * each is answered 2xx once durable, or its connection closed at the drain timeout), takes
+ * the datagrams the kernel holds, closes its rings and
  * flushes its own sink; each shard, once all its rings are closed and empty, closes its
  * sessions (shutdown) and flushes; then the main thread joins everyone, flushes Kafka
  * (kafka.flush_timeout_ms) and exits 0, or 1 when records could not be flushed. With
@@ -32,6 +35,7 @@
  * all); at start it restores that file last in start-up, before any thread runs.
  * Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or usage.
  */
+#include "clickd/ack.h"
 #include "clickd/admin.h"
 #include "clickd/channel.h"
 #include "clickd/config.h"
@@ -102,6 +106,11 @@ struct daemon {
 	bool reload_pending;
 	struct channel_lists *channels;
 	struct sink *kafka; /* shared by every thread; NULL with the file sink */
+	/* kafka.ack_mode=kafka: the requests' waiters, one table per ingest thread (owned;
+	 * freed after the Kafka sink, which completes into it to the end). NULL: accept. */
+	struct ack_hub *acks;
+	uv_poll_t kafka_reports; /* with acks: delivery reports served as they come */
+	bool kafka_reports_ready;
 	size_t ingest_count, shard_count;
 	struct ring *rings; /* ingest_count * shard_count, cache-line aligned */
 	size_t rings_ready;
@@ -195,9 +204,10 @@ static int open_spool(const struct config *cfg, struct spool **out)
 	return 0;
 }
 
-/* The Kafka sink; it takes the spool (NULL: none), also when it fails. */
-static struct sink *open_kafka(const struct config *cfg, struct spool *spool, char *err,
-                               size_t errlen)
+/* The Kafka sink; it takes the spool (NULL: none), also when it fails. acks: where acked
+ * records complete (NULL: accept mode). */
+static struct sink *open_kafka(const struct config *cfg, struct spool *spool, struct ack_hub *acks,
+                               char *err, size_t errlen)
 {
 	struct sink_kafka_property props[CONFIG_MAX_PRODUCER_PROPS];
 	struct sink_kafka_options o = {
@@ -211,6 +221,7 @@ static struct sink *open_kafka(const struct config *cfg, struct spool *spool, ch
 	    .producer_count = cfg->producer_count,
 	    .spool = spool,
 	    .spool_high_water = (uint64_t)cfg->spool_high_water,
+	    .acks = acks,
 	};
 	for (size_t i = 0; i < cfg->producer_count; i++) {
 		props[i].key = cfg->producer_keys[i];
@@ -249,7 +260,9 @@ static struct sink *thread_sink(struct daemon *d, const char *tag, bool *owned)
 
 static void ingest_thread_finish(struct ingest_thread *it)
 {
-	/* Every collect part is closed: nothing more enters this thread's rings. */
+	/* Every collect part is closed: nothing more enters this thread's rings, and no
+	 * request waits for an acknowledgement (their connections are closed). */
+	ingest_acks_close(&it->ix);
 	pipeline_close(it->pl);
 	uv_timer_stop(&it->poll_timer);
 	if (it->sink_owned) {
@@ -283,6 +296,7 @@ static struct http_limits collect_limits(struct daemon *d, const struct config *
 	    .max_body_bytes = (size_t)cfg->http_max_body_bytes,
 	    .idle_timeout_ms = (uint64_t)cfg->http_idle_timeout_ms,
 	    .collect_metrics = true,
+	    .max_deferred = (size_t)cfg->kafka_ack_max_pending_per_connection,
 	};
 	return l;
 }
@@ -484,6 +498,14 @@ static int ingest_thread_init(struct daemon *d, struct ingest_thread *it, int *h
 			log_error("main", "msg=\"cannot serve HTTP\" err=\"%s\"", uv_strerror(rc));
 			return -1;
 		}
+		if (d->acks) {
+			if (ingest_acks_start(&it->ix, &it->loop, ack_hub_table(d->acks, it->index),
+			                      (size_t)cfg->kafka_ack_max_pending) < 0) {
+				log_error("main", "msg=\"out of memory\"");
+				return -1;
+			}
+			http_server_set_cancel(it->http, ingest_http_cancel);
+		}
 	}
 	if (cfg->udp_listen[0] || systemd_listen_passed("udp")) {
 		if (bind_listener(d, "udp.listen", cfg->udp_listen, true, udp_port, &fd) < 0)
@@ -504,6 +526,7 @@ static void ingest_thread_discard(struct ingest_thread *it)
 {
 	if (!it->loop_ready)
 		return;
+	ingest_acks_close(&it->ix);
 	if (it->http)
 		http_server_close(it->http, 0, NULL, NULL);
 	if (it->udp)
@@ -598,6 +621,7 @@ static int shards_init(struct daemon *d)
 		    .conversion_events = conversion_events,
 		    .conversion_event_count = cfg->conversion_event_count,
 		    .keep_sessions_at_stop = cfg->session_state_file[0] != '\0',
+		    .acks = d->acks,
 		};
 		for (size_t i = 0; i < d->ingest_count; i++)
 			inputs[i] = &d->rings[i * d->shard_count + s];
@@ -844,6 +868,8 @@ static void finish_stop(struct daemon *d)
 	save_state(d); /* before Kafka's flush: a failed save writes touchpoints */
 	uv_timer_stop(&d->poll_timer);
 	uv_close((uv_handle_t *)&d->poll_timer, on_handle_closed);
+	if (d->kafka_reports_ready)
+		uv_close((uv_handle_t *)&d->kafka_reports, on_handle_closed);
 	if (d->kafka) {
 		/* Nothing else runs now: blocking in flush is what the stop is for. */
 		if (d->kafka->ops->flush(d->kafka, (int)d->cfg_live->kafka_flush_timeout_ms) < 0) {
@@ -1031,6 +1057,40 @@ static void on_poll_timer(uv_timer_t *t)
 
 /* ---- start ---- */
 
+static void on_kafka_reports(uv_poll_t *p, int status, int events)
+{
+	struct daemon *d = p->data;
+
+	(void)status;
+	(void)events;
+	sink_kafka_serve_reports(d->kafka);
+}
+
+/* kafka.ack_mode=kafka: requests wait for their delivery reports, so the main loop serves
+ * them as librdkafka has them, not only every MAIN_POLL_INTERVAL_MS. */
+static int kafka_reports_start(struct daemon *d)
+{
+	int fd = sink_kafka_report_fd(d->kafka), rc;
+
+	if (fd < 0) {
+		log_error("main", "msg=\"cannot watch Kafka's delivery reports\" err=\"%s\"",
+		          strerror(-fd));
+		return -1;
+	}
+	rc = uv_poll_init(&d->loop, &d->kafka_reports, fd);
+	if (rc == 0) {
+		d->kafka_reports.data = d;
+		d->kafka_reports_ready = true;
+		rc = uv_poll_start(&d->kafka_reports, UV_READABLE, on_kafka_reports);
+	}
+	if (rc < 0) {
+		log_error("main", "msg=\"cannot watch Kafka's delivery reports\" err=\"%s\"",
+		          uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 static int admin_start(struct daemon *d)
 {
 	struct http_limits admin = {
@@ -1074,18 +1134,28 @@ static int start(struct daemon *d)
 		d->exit_code = 2;
 		return -1;
 	}
+	if (strcmp(cfg->kafka_ack_mode, "kafka") == 0) {
+		/* config_load made sure Kafka is configured. */
+		d->acks = ack_hub_new(d->ingest_count, (size_t)cfg->kafka_ack_max_pending);
+		if (!d->acks) {
+			log_error("main", "msg=\"out of memory for kafka.ack_max_pending\"");
+			return -1;
+		}
+	}
 	if (cfg->kafka_brokers[0]) {
 		struct spool *spool;
 
 		if (open_spool(cfg, &spool) < 0)
 			return -1; /* exit 1: the disk, not the config */
-		d->kafka = open_kafka(cfg, spool, err, sizeof(err));
+		d->kafka = open_kafka(cfg, spool, d->acks, err, sizeof(err));
 		if (!d->kafka) {
 			log_error("main", "msg=\"cannot start the Kafka sink\" err=\"%s\"", err);
 			d->exit_code = 2; /* a bad [kafka.producer] property is a config error */
 			return -1;
 		}
 	}
+	if (d->acks && kafka_reports_start(d) < 0)
+		return -1;
 	if (shards_init(d) < 0)
 		return -1;
 	d->ingest = calloc(d->ingest_count, sizeof(*d->ingest));
@@ -1169,6 +1239,7 @@ static void cleanup(struct daemon *d)
 	free(d->ready_sinks);
 	if (d->kafka)
 		d->kafka->ops->free(d->kafka);
+	ack_hub_free(d->acks); /* after everything that completes into it */
 	channel_lists_free(d->channels);
 	channel_lists_free(d->channels_retiring);
 	if (d->cfg_retiring && d->cfg_retiring != &d->cfg) {
@@ -1299,8 +1370,10 @@ int main(int argc, char **argv)
 		begin_stop(&d, "start-failure");
 	} else {
 		d.admin_state.started = true;
-		log_info("main", "msg=started version=%s sink=%s ingest_threads=%zu shards=%zu",
-		         CLICKD_VERSION, d.kafka ? "kafka" : "file", d.ingest_count, d.shard_count);
+		log_info("main",
+		         "msg=started version=%s sink=%s ack_mode=%s ingest_threads=%zu shards=%zu",
+		         CLICKD_VERSION, d.kafka ? "kafka" : "file", d.cfg.kafka_ack_mode,
+		         d.ingest_count, d.shard_count);
 		notify_ready_once(&d);
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);

@@ -19,8 +19,9 @@ struct pipeline {
 	struct ring *rings;    /* borrowed: shard_count rings */
 	struct shard **shards; /* owned array of borrowed shards */
 	size_t shard_count;
-	size_t submitted; /* since the last commit or abort */
-	bool *to_wake;    /* owned: shard_count flags */
+	size_t submitted;   /* since the last commit or abort */
+	uint64_t ack_token; /* carried by the events submitted now (pipeline_set_ack) */
+	bool *to_wake;      /* owned: shard_count flags */
 	struct sink *dead_letter_sink;
 	struct held dead_letters_held; /* refused with "full"; retried by pipeline_retry */
 	size_t dead_letter_payload_bytes;
@@ -98,8 +99,14 @@ int pipeline_submit(struct pipeline *pl, const struct event *ev)
 		return -EAGAIN;
 	memcpy(slot, ev, offsetof(struct event, arena) + ev->arena_used);
 	slot->order_us = monotonic_us();
+	slot->ack_token = pl->ack_token;
 	pl->submitted++;
 	return 0;
+}
+
+void pipeline_set_ack(struct pipeline *pl, uint64_t token)
+{
+	pl->ack_token = token;
 }
 
 size_t pipeline_commit(struct pipeline *pl)

@@ -23,6 +23,7 @@
  */
 #include "clickd/shard.h"
 
+#include "clickd/ack.h"
 #include "clickd/dedup.h"
 #include "clickd/held.h"
 #include "clickd/log.h"
@@ -105,12 +106,15 @@ static int64_t wall_clock_ms(void)
 /* Writes a record, or holds it while the sink is full. received_at_ms: the receive time of
  * the event it comes from (0: none), for clickd_event_to_sink_seconds. Returns true when
  * the sink took the record now (not held back, not failed). */
+/* ack_token: the waiter of the request the event came from (0: none), handed to the sink
+ * with the record (or held with it); completed here as failed when neither can take it. */
 static bool emit_at(struct shard *sh, enum sink_stream stream, int64_t received_at_ms,
-                    const char *key, size_t key_len, const char *rec, size_t rec_len)
+                    uint64_t ack_token, const char *key, size_t key_len, const char *rec,
+                    size_t rec_len)
 {
 	size_t before = sh->held.count;
-	int rc =
-	    held_write(&sh->held, sh->opt.sink, stream, key, key_len, rec, rec_len, received_at_ms);
+	int rc = held_write_acked(&sh->held, sh->opt.sink, stream, key, key_len, rec, rec_len,
+	                          received_at_ms, ack_token);
 
 	if (sh->held.count > before)
 		metrics_add(METRIC_SHARD_SINK_FULL, 1);
@@ -120,6 +124,8 @@ static bool emit_at(struct shard *sh, enum sink_stream stream, int64_t received_
 		          "msg=\"out of memory holding a record for a full sink\" shard=%u",
 		          sh->opt.index);
 	}
+	if (rc < 0 && ack_token)
+		ack_complete(sh->opt.acks, ack_token, false, NULL);
 	return rc == 0 && sh->held.count == 0;
 }
 
@@ -127,7 +133,13 @@ static bool emit_at(struct shard *sh, enum sink_stream stream, int64_t received_
 static bool emit(struct shard *sh, enum sink_stream stream, const char *key, size_t key_len,
                  const char *rec, size_t rec_len)
 {
-	return emit_at(sh, stream, 0, key, key_len, rec, rec_len);
+	return emit_at(sh, stream, 0, 0, key, key_len, rec, rec_len);
+}
+
+/* The waiter of ev's request, if it has one and this clickd waits (kafka.ack_mode). */
+static uint64_t ack_token_of(const struct shard *sh, const struct event *ev)
+{
+	return sh->opt.acks ? ev->ack_token : 0;
 }
 
 /* ---- events and sessions ---- */
@@ -329,8 +341,12 @@ static void handle_event(struct shard *sh, struct event *ev)
 	enum channel ch;
 	int key_len, len;
 
-	if (dedup_seen(sh->dedup, dedup_fingerprint(ev), ev->received_at_ms))
+	if (dedup_seen(sh->dedup, dedup_fingerprint(ev), ev->received_at_ms)) {
+		/* A duplicate: its original is already on its way (delivered, spooled, or in
+		 * Kafka's queue), so its request need not wait for it (ack.h). */
+		ack_complete(sh->opt.acks, ack_token_of(sh, ev), true, NULL);
 		return;
+	}
 	source = event_get(ev, EF_SOURCE, &source_len);
 	medium = event_get(ev, EF_MEDIUM, &medium_len);
 	campaign = event_get(ev, EF_CAMPAIGN, &campaign_len);
@@ -347,10 +363,13 @@ static void handle_event(struct shard *sh, struct event *ev)
 	}
 	key_len = event_visitor_key(ev, sh->key, KEY_MAX_BYTES);
 	len = record_event_json(ev, sh->record, RECORD_EVENT_MAX_BYTES);
-	if (key_len < 0 || len < 0)
-		return; /* cannot happen: both buffers hold the worst case */
-	emit_at(sh, SINK_EVENTS, ev->received_at_ms, sh->key, (size_t)key_len, sh->record,
-	        (size_t)len);
+	if (key_len < 0 || len < 0) {
+		/* cannot happen: both buffers hold the worst case */
+		ack_complete(sh->opt.acks, ack_token_of(sh, ev), false, NULL);
+		return;
+	}
+	emit_at(sh, SINK_EVENTS, ev->received_at_ms, ack_token_of(sh, ev), sh->key, (size_t)key_len,
+	        sh->record, (size_t)len);
 	attribute_event(sh, ev, s, ch);
 }
 
@@ -783,6 +802,7 @@ struct shard *shard_new(const struct shard_options *opt, char *err, size_t errle
 		return NULL;
 	}
 	held_init(&sh->held, 0); /* bounded by the shard stopping its intake while it holds */
+	sh->held.acks = opt->acks;
 	atomic_init(&sh->sleeping, 0);
 	atomic_init(&sh->dedup_covered_ms, opt->dedup_window_ms);
 	atomic_init(&sh->heartbeat_ms, monotonic_us() / 1000); /* as if it ticked at birth */

@@ -19,11 +19,26 @@
  * The message opaque: each message carries 64 bits that librdkafka hands back with its
  * delivery report (m->_private), packed, so that no message needs an allocation or a table
  * shared between the writers and the main thread: bits 0-2 the stream, bit 3 "read from the
- * spool", bits 4-63 the spool token (from the spool) or the event's receive time in ms
- * (written live; 0: none). Everything else the report needs, librdkafka gives back itself:
- * the payload and the key (RD_KAFKA_MSG_F_COPY made its own copy of both), which is what a
- * failed message is spooled from. 60 bits hold epoch milliseconds for millions of years
- * and more spool tokens than a disk can hold records.
+ * spool", bit 4 "acked", bits 5-63 the spool token (from the spool), the ack token of the
+ * HTTP request waiting for it (acked: kafka.ack_mode=kafka, ack.h), or the event's receive
+ * time in ms (written live; 0: none). Everything else the report needs, librdkafka gives
+ * back itself: the payload and the key (RD_KAFKA_MSG_F_COPY made its own copy of both),
+ * which is what a failed message is spooled from. 59 bits hold epoch milliseconds for
+ * millions of years, more spool tokens than a disk can hold records, and an ack token
+ * (ACK_TOKEN_BITS). An acked record's receive time comes back from ack_complete, for
+ * clickd_event_to_sink_seconds; one whose request no longer waits is not observed.
+ *
+ * Acked records and the spool (kafka.ack_mode=kafka): a record spooled in write or from a
+ * failed delivery's report leaves its ack token in `waiters`, a FIFO of (append sequence,
+ * token) under the lock, in append order; the main thread's poll writes the spool's batch
+ * while the FIFO is not empty (rather than after the spool's linger) and completes, oldest
+ * first, every waiter whose record spool_durable() covers. While some wait, each poll also
+ * syncs (spool_sync) rather than waiting for spool.fsync_interval_ms: a request should not
+ * wait a second for a sync, and 20 syncs a second at most, only while Kafka is away, is
+ * what that costs. The FIFO grows by doubling: it
+ * holds at most the events of the requests waiting, which kafka.ack_max_pending and
+ * limits.max_batch bound (plus stale tokens of requests that stopped waiting, which leave
+ * as the spool makes them durable).
  *
  * The spool and its threads. write runs on many threads at once (the shards, and the
  * ingest threads for dead letters); poll, flush, ready and free run on the main thread,
@@ -78,6 +93,7 @@
  */
 #include "clickd/sink.h"
 
+#include "clickd/ack.h"
 #include "clickd/log.h"
 #include "clickd/metrics.h"
 #include "clickd/spool.h"
@@ -91,7 +107,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #define KAFKA_LOG_INTERVAL_MS 1000
@@ -108,9 +126,11 @@
 #define OPAQUE_STREAM_BITS 3
 #define OPAQUE_STREAM_MASK ((UINT64_C(1) << OPAQUE_STREAM_BITS) - 1)
 #define OPAQUE_FROM_SPOOL  (UINT64_C(1) << OPAQUE_STREAM_BITS)
-#define OPAQUE_VALUE_SHIFT (OPAQUE_STREAM_BITS + 1)
+#define OPAQUE_ACKED       (UINT64_C(1) << (OPAQUE_STREAM_BITS + 1))
+#define OPAQUE_VALUE_SHIFT (OPAQUE_STREAM_BITS + 2)
 #define OPAQUE_VALUE_MAX   (UINT64_MAX >> OPAQUE_VALUE_SHIFT)
 _Static_assert(SINK_STREAM_COUNT <= 1 << OPAQUE_STREAM_BITS, "the stream travels in 3 bits");
+_Static_assert(ACK_TOKEN_BITS <= 64 - OPAQUE_VALUE_SHIFT, "an ack token fits the opaque");
 _Static_assert(UINTPTR_MAX >= UINT64_MAX, "the message opaque needs 64-bit pointers");
 
 /* Atomic: write (and so its failure log) is called from several threads at once. */
@@ -142,7 +162,17 @@ struct sink_kafka {
 	_Atomic bool spool_full;
 	_Atomic bool spool_failing;
 	uint64_t high_water;
-	uint64_t unspooled;           /* main thread: failed records the spool could not take */
+	uint64_t unspooled; /* main thread: failed records the spool could not take */
+	/* kafka.ack_mode=kafka (see above): where tokens are completed (borrowed; NULL: no
+	 * write_acked), and the spooled records' waiters, a ring of waiters_cap (owned, under
+	 * the lock). */
+	struct ack_hub *acks;
+	int report_fd; /* sink_kafka_report_fd's eventfd (owned), or -1 */
+	struct spool_waiter {
+		uint64_t seq;   /* spool_appended() of its record */
+		uint64_t token; /* ack token */
+	} * waiters;
+	size_t waiters_cap, waiters_head, waiters_count;
 	bool flushed;                 /* main thread: flush ran (the stop): no more replay */
 	struct spool_stats published; /* main thread: what the metrics got so far */
 };
@@ -238,6 +268,17 @@ static void *opaque_spooled(enum sink_stream stream, uint64_t token)
 	                           token << OPAQUE_VALUE_SHIFT);
 }
 
+static void *opaque_acked(enum sink_stream stream, uint64_t ack_token)
+{
+	return (void *)(uintptr_t)((uint64_t)stream | OPAQUE_ACKED |
+	                           ack_token << OPAQUE_VALUE_SHIFT);
+}
+
+static bool opaque_is_acked(const void *opaque)
+{
+	return ((uintptr_t)opaque & OPAQUE_ACKED) != 0;
+}
+
 static enum sink_stream opaque_stream(const void *opaque)
 {
 	unsigned stream = (unsigned)((uintptr_t)opaque & OPAQUE_STREAM_MASK);
@@ -280,12 +321,52 @@ static void log_spool_refusal(struct sink_kafka *k, int rc, const char *what)
 		    what, rc == -ENOSPC ? "full (spool.max_bytes)" : strerror(-rc), suppressed);
 }
 
-/* Appends a record to the spool. Under the lock. Returns spool_append's answer. */
+/* Remembers that the request `token` waits for the spool's last record. Under the lock.
+ * Returns 0 or -ENOMEM. */
+static int waiter_push(struct sink_kafka *k, uint64_t token)
+{
+	if (k->waiters_count == k->waiters_cap) {
+		size_t cap = k->waiters_cap ? k->waiters_cap * 2 : 1024;
+		struct spool_waiter *w = malloc(cap * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		for (size_t i = 0; i < k->waiters_count; i++)
+			w[i] = k->waiters[(k->waiters_head + i) % k->waiters_cap];
+		free(k->waiters);
+		k->waiters = w;
+		k->waiters_cap = cap;
+		k->waiters_head = 0;
+	}
+	k->waiters[(k->waiters_head + k->waiters_count) % k->waiters_cap] =
+	    (struct spool_waiter){spool_appended(k->spool), token};
+	k->waiters_count++;
+	return 0;
+}
+
+/* Completes the waiters whose records the spool holds durably now, oldest first. Under the
+ * lock (ack_complete takes no lock of ours). */
+static void waiters_settle(struct sink_kafka *k)
+{
+	uint64_t durable = spool_durable(k->spool);
+
+	while (k->waiters_count > 0 && k->waiters[k->waiters_head].seq <= durable) {
+		ack_complete(k->acks, k->waiters[k->waiters_head].token, true, NULL);
+		k->waiters_head = (k->waiters_head + 1) % k->waiters_cap;
+		k->waiters_count--;
+	}
+}
+
+/* Appends a record to the spool; an acked one (ack_token not 0) waits in `waiters` until
+ * the spool has it durably. Under the lock. Returns spool_append's answer. */
 static int spool_take_locked(struct sink_kafka *k, enum sink_stream stream, const char *key,
-                             size_t key_len, const char *record, size_t record_len)
+                             size_t key_len, const char *record, size_t record_len,
+                             uint64_t ack_token)
 {
 	int rc = spool_append(k->spool, stream, key, key_len, record, record_len);
 
+	if (rc == 0 && ack_token && waiter_push(k, ack_token) < 0)
+		ack_complete(k->acks, ack_token, false, NULL); /* spooled, but none can wait */
 	if (rc == 0) {
 		k->backlog = true;
 		atomic_store_explicit(&k->spool_failing, false, memory_order_relaxed);
@@ -305,7 +386,7 @@ static int spool_take_locked(struct sink_kafka *k, enum sink_stream stream, cons
  * full or its disk fails: the caller holds the record) or a failure counted here.
  */
 static int spool_write(struct sink_kafka *k, bool force, enum sink_stream stream, const char *key,
-                       size_t key_len, const char *record, size_t record_len)
+                       size_t key_len, const char *record, size_t record_len, uint64_t ack_token)
 {
 	uint64_t suppressed;
 	int rc;
@@ -317,7 +398,7 @@ static int spool_write(struct sink_kafka *k, bool force, enum sink_stream stream
 		pthread_mutex_unlock(&k->lock);
 		return SPOOLING_OFF;
 	}
-	rc = spool_take_locked(k, stream, key, key_len, record, record_len);
+	rc = spool_take_locked(k, stream, key, key_len, record, record_len, ack_token);
 	pthread_mutex_unlock(&k->lock);
 	if (rc == 0)
 		return 0;
@@ -352,16 +433,17 @@ static void log_delivery_failure(struct sink_kafka *k, const rd_kafka_message_t 
 		          suppressed);
 }
 
-/* A message written live failed for now: to the spool. Returns true when it took it. */
+/* A message written live failed for now: to the spool (an acked one's request then waits
+ * for the spool). Returns true when it took it. */
 static bool spool_failed_message(struct sink_kafka *k, const rd_kafka_message_t *m,
-                                 enum sink_stream stream)
+                                 enum sink_stream stream, uint64_t ack_token)
 {
 	int rc;
 
 	pthread_mutex_lock(&k->lock);
 	/* Newer records of its key now queue up behind it (until replay has read it). */
 	atomic_store_explicit(&k->spooling, true, memory_order_relaxed);
-	rc = spool_take_locked(k, stream, m->key, m->key_len, m->payload, m->len);
+	rc = spool_take_locked(k, stream, m->key, m->key_len, m->payload, m->len, ack_token);
 	pthread_mutex_unlock(&k->lock);
 	if (rc == 0) {
 		log_delivery_failure(k, m, stream, "spooled");
@@ -397,6 +479,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	enum sink_stream stream = opaque_stream(m->_private);
 	bool from_spool = opaque_from_spool(m->_private);
 	uint64_t value = opaque_value(m->_private);
+	uint64_t ack_token = opaque_is_acked(m->_private) ? value : 0;
+	int64_t received_at_ms = ack_token ? 0 : (int64_t)value;
 
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		k->brokers_down = false;
@@ -404,17 +488,22 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 		if (from_spool) {
 			settle_spooled(k, value, m->err);
 			metrics_add(METRIC_SPOOL_REPLAYED, 1);
-		} else {
-			metrics_event_to_sink(HIST_EVENT_TO_SINK_KAFKA, (int64_t)value);
+			return;
 		}
+		/* Durable in Kafka: the request may be answered (its receive time comes back). */
+		if (ack_token)
+			ack_complete(k->acks, ack_token, true, &received_at_ms);
+		metrics_event_to_sink(HIST_EVENT_TO_SINK_KAFKA, received_at_ms);
 		return;
 	}
 	if (from_spool) {
 		if (settle_spooled(k, value, m->err))
 			return;
-	} else if (k->spool && !fails_for_good(m->err) && spool_failed_message(k, m, stream)) {
+	} else if (k->spool && !fails_for_good(m->err) &&
+	           spool_failed_message(k, m, stream, ack_token)) {
 		return;
 	}
+	ack_complete(k->acks, ack_token, false, NULL); /* neither in Kafka nor in the spool */
 	metrics_sink_failed(METRICS_SINK_KAFKA, stream, 1);
 	log_delivery_failure(k, m, stream, "lost");
 }
@@ -506,10 +595,11 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
 
 /* ---- write (any thread) ---- */
 
-static int kafka_write(struct sink *base, enum sink_stream stream, const char *key, size_t key_len,
-                       const char *record, size_t record_len, int64_t received_at_ms)
+/* write and write_acked (ack_token 0: write). */
+static int write_record(struct sink_kafka *k, enum sink_stream stream, const char *key,
+                        size_t key_len, const char *record, size_t record_len,
+                        int64_t received_at_ms, uint64_t ack_token)
 {
-	struct sink_kafka *k = (struct sink_kafka *)base;
 	rd_kafka_resp_err_t err;
 	uint64_t suppressed;
 	int rc;
@@ -526,16 +616,18 @@ static int kafka_write(struct sink *base, enum sink_stream stream, const char *k
 	/* Acquire: pairs with the release of the poll that turned spooling off, after which
 	 * every spooled record is in librdkafka's queue ahead of this one. */
 	if (k->spool && atomic_load_explicit(&k->spooling, memory_order_acquire)) {
-		rc = spool_write(k, false, stream, key, key_len, record, record_len);
+		rc = spool_write(k, false, stream, key, key_len, record, record_len, ack_token);
 		if (rc != SPOOLING_OFF)
 			return rc;
 	}
 	err = produce(k, stream, key, key_len, record, record_len,
-	              opaque_live(stream, received_at_ms));
+	              ack_token ? opaque_acked(stream, ack_token)
+	                        : opaque_live(stream, received_at_ms));
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return 0;
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-		return k->spool ? spool_write(k, true, stream, key, key_len, record, record_len)
+		return k->spool ? spool_write(k, true, stream, key, key_len, record, record_len,
+		                              ack_token)
 		                : -EAGAIN;
 	metrics_sink_failed(METRICS_SINK_KAFKA, stream, 1);
 	if (rate_limit_pass(&k->write_log, &suppressed))
@@ -543,6 +635,24 @@ static int kafka_write(struct sink *base, enum sink_stream stream, const char *k
 		          rd_kafka_topic_name(k->topics[stream]), rd_kafka_err2str(err),
 		          suppressed);
 	return errno_of(err);
+}
+
+static int kafka_write(struct sink *base, enum sink_stream stream, const char *key, size_t key_len,
+                       const char *record, size_t record_len, int64_t received_at_ms)
+{
+	return write_record((struct sink_kafka *)base, stream, key, key_len, record, record_len,
+	                    received_at_ms, 0);
+}
+
+static int kafka_write_acked(struct sink *base, enum sink_stream stream, const char *key,
+                             size_t key_len, const char *record, size_t record_len,
+                             int64_t received_at_ms, uint64_t ack_token)
+{
+	struct sink_kafka *k = (struct sink_kafka *)base;
+
+	if (!k->acks || ack_token >> ACK_TOKEN_BITS)
+		return -ENOTSUP;
+	return write_record(k, stream, key, key_len, record, record_len, received_at_ms, ack_token);
 }
 
 /* ---- replay and the spool's periodic work (main thread) ---- */
@@ -641,8 +751,13 @@ static void spool_tick(struct sink_kafka *k, uint64_t queue)
 	if (kafka_up && queue < k->high_water && !k->flushed)
 		sent = replay(k, queue);
 	rc = spool_poll(k->spool, now_ms);
+	/* Requests wait for spooled records: write and sync them now rather than after the
+	 * linger and the fsync interval (one sync per poll at most, while some wait). */
+	if (rc == 0 && k->waiters_count > 0 && spool_durable(k->spool) < spool_appended(k->spool))
+		rc = spool_sync(k->spool, now_ms);
 	if (rc < 0)
 		log_spool_refusal(k, rc, "writing or syncing the spool");
+	waiters_settle(k);
 	/* Release: a writer that sees spooling off sees every record replay handed over. */
 	atomic_store_explicit(&k->spooling, k->backlog || !kafka_up || queue + sent > k->high_water,
 	                      memory_order_release);
@@ -696,6 +811,7 @@ static int kafka_flush(struct sink *base, int timeout_ms)
 		}
 		pthread_mutex_lock(&k->lock);
 		rc = spool_flush(k->spool, monotonic_ms());
+		waiters_settle(k);
 		publish_spool_stats(k);
 		spool_stats(k->spool, &st);
 		pthread_mutex_unlock(&k->lock);
@@ -711,6 +827,35 @@ static int kafka_flush(struct sink *base, int timeout_ms)
 	if (left > 0)
 		return -ETIMEDOUT;
 	return rc < 0 ? rc : k->unspooled > lost_before ? -EIO : 0;
+}
+
+int sink_kafka_report_fd(struct sink *base)
+{
+	struct sink_kafka *k = (struct sink_kafka *)base;
+	static const uint64_t one = 1; /* an eventfd takes 8-byte writes */
+	rd_kafka_queue_t *q;
+
+	if (k->report_fd >= 0)
+		return k->report_fd;
+	k->report_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (k->report_fd < 0)
+		return -errno;
+	/* Delivery reports are served from the main queue (rd_kafka_poll). */
+	q = rd_kafka_queue_get_main(k->rk);
+	rd_kafka_queue_io_event_enable(q, k->report_fd, &one, sizeof(one));
+	rd_kafka_queue_destroy(q);
+	return k->report_fd;
+}
+
+void sink_kafka_serve_reports(struct sink *base)
+{
+	struct sink_kafka *k = (struct sink_kafka *)base;
+	uint64_t count;
+
+	if (k->report_fd >= 0 && read(k->report_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		log_error("kafka", "msg=\"reading the report eventfd failed\" err=\"%s\"",
+		          strerror(errno));
+	rd_kafka_poll(k->rk, 0);
 }
 
 static bool kafka_ready(struct sink *base)
@@ -747,18 +892,24 @@ static void kafka_free(struct sink *base)
 			rd_kafka_topic_destroy(k->topics[i]);
 	if (k->rk)
 		rd_kafka_destroy(k->rk);
+	if (k->report_fd >= 0)
+		close(k->report_fd); /* after librdkafka, which writes to it */
 	if (k->spool) {
 		rc = spool_close(k->spool);
 		if (rc < 0)
 			log_error("kafka", "closing the spool failed err=\"%s\"", strerror(-rc));
 		pthread_mutex_destroy(&k->lock);
 	}
+	/* Requests still waiting for the spool at this point have been given up (their
+	 * threads are gone): nothing to answer. */
+	free(k->waiters);
 	free(k);
 }
 
 static const struct sink_ops kafka_ops = {
     .name = "kafka",
     .write = kafka_write,
+    .write_acked = kafka_write_acked,
     .poll = kafka_poll,
     .flush = kafka_flush,
     .ready = kafka_ready,
@@ -851,6 +1002,8 @@ struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, siz
 		return NULL;
 	}
 	k->base.ops = &kafka_ops;
+	k->acks = opt->acks;
+	k->report_fd = -1;
 	if (opt->spool) {
 		k->spool = opt->spool;
 		pthread_mutex_init(&k->lock, NULL);

@@ -110,6 +110,9 @@ struct spool {
 	uint32_t batch_records;
 	int64_t batch_since_ms; /* poll clock when the batch was first seen; or TIME_UNKNOWN */
 	int64_t last_sync_ms;
+	/* Records (counted as records_appended counts them) whose frame was written, and
+	 * whose frame was written and synced: spool_durable. */
+	uint64_t records_written, records_synced;
 	unsigned char *frame; /* owned: header + compressed payload being written */
 	size_t frame_cap;
 	ZSTD_CCtx *zc;
@@ -546,6 +549,8 @@ static int writer_sync(struct spool *s)
 	if (rc)
 		log_error("spool", "directory fsync failed dir=%s err=\"%s\"", s->dir,
 		          strerror(-rc));
+	else
+		s->records_synced = s->records_written;
 	return rc;
 }
 
@@ -649,6 +654,7 @@ static int writer_write_batch(struct spool *s)
 		          s->batch_records, strerror(-rc));
 		return rc;
 	}
+	s->records_written += s->batch_records;
 	s->batch_len = 0;
 	s->batch_records = 0;
 	s->batch_since_ms = TIME_UNKNOWN;
@@ -721,6 +727,18 @@ int spool_flush(struct spool *s, int64_t now_ms)
 	if (rc)
 		return rc;
 	return sync_if_due(s, now_ms);
+}
+
+int spool_sync(struct spool *s, int64_t now_ms)
+{
+	int rc = writer_write_batch(s);
+
+	if (rc || s->fsync == SPOOL_FSYNC_NEVER)
+		return rc;
+	rc = writer_sync(s);
+	if (rc == 0)
+		s->last_sync_ms = now_ms;
+	return rc;
 }
 
 int spool_poll(struct spool *s, int64_t now_ms)
@@ -1059,6 +1077,16 @@ int spool_nack(struct spool *s, uint64_t token)
 	s->st.records_nacked++;
 	s->rewind_pending = true;
 	return 0;
+}
+
+uint64_t spool_appended(const struct spool *s)
+{
+	return s->st.records_appended;
+}
+
+uint64_t spool_durable(const struct spool *s)
+{
+	return s->fsync == SPOOL_FSYNC_NEVER ? s->records_written : s->records_synced;
 }
 
 bool spool_empty(const struct spool *s)

@@ -88,6 +88,10 @@ struct config {
 	char kafka_topic_attribution[256];
 	char kafka_topic_rollups[256];
 	int64_t kafka_flush_timeout_ms;
+	char kafka_ack_mode[8]; /* accept|kafka */
+	int64_t kafka_ack_timeout_ms;
+	int64_t kafka_ack_max_pending;
+	int64_t kafka_ack_max_pending_per_connection;
 
 	char spool_dir[CONFIG_STR_MAX];
 	int64_t spool_max_bytes; /* 0: no spool */

@@ -90,6 +90,10 @@ struct event {
 	/* CLOCK_MONOTONIC microseconds when ingest handed the event to the pipeline: the
 	 * shard merges its rings in this order (not written to records). */
 	int64_t order_us;
+	/* kafka.ack_mode=kafka: the token of the HTTP request waiting for this event to be
+	 * durable (ack.h), set by the pipeline; 0 (ACK_TOKEN_NONE): nobody waits. Not written
+	 * to records. */
+	uint64_t ack_token;
 	uint16_t arena_used;
 	struct event_str str[EF__COUNT];
 	char arena[EVENT_ARENA_BYTES];

@@ -10,6 +10,8 @@
 #ifndef CLICKD_HELD_H
 #define CLICKD_HELD_H
 
+struct ack_hub;
+
 #include "clickd/sink.h"
 
 #include <stdbool.h>
@@ -20,6 +22,9 @@ struct held {
 	size_t len, cap;
 	size_t count;     /* entries held */
 	size_t max_bytes; /* 0: no bound */
+	/* kafka.ack_mode=kafka: where the ack token of a held record the sink then refuses for
+	 * good is completed as failed (borrowed; NULL: none). Set by the owner. */
+	struct ack_hub *acks;
 };
 
 /* Initialises an empty queue; max_bytes 0 means no bound. */
@@ -41,5 +46,12 @@ bool held_retry(struct held *h, struct sink *sink);
  * by the sink), or held_push's error when it could not be held. */
 int held_write(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
                size_t key_len, const char *record, size_t record_len, int64_t received_at_ms);
+
+/* held_write for a record an HTTP request waits for (sink_write_acked; ack_token 0: none).
+ * The token is held with the record and handed to the sink with it. On 0 the token is the
+ * sink's or the queue's; on an error it stays the caller's. */
+int held_write_acked(struct held *h, struct sink *sink, enum sink_stream stream, const char *key,
+                     size_t key_len, const char *record, size_t record_len, int64_t received_at_ms,
+                     uint64_t ack_token);
 
 #endif

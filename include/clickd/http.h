@@ -233,6 +233,9 @@ struct http_limits {
 	size_t max_body_bytes;
 	uint64_t idle_timeout_ms;
 	bool collect_metrics; /* count bytes, connections and statuses (collect listener) */
+	/* Deferred answers (http_defer) waiting on one connection at which reading from it
+	 * pauses; 0: no limit but the bytes they hold. */
+	size_t max_deferred;
 };
 
 /* Starts serving the listening socket fd (takes ownership); fd -1: no listener, connections
@@ -260,6 +263,31 @@ void http_respond(struct http_conn *conn, const struct http_response *resp);
 
 /* The lower-case name of a client IP header ("x-real-ip", ...); "?" out of range. */
 const char *http_ip_header_name(enum http_ip_header h);
+
+/*
+ * Deferred answers (kafka.ack_mode=kafka). Instead of http_respond, a handler may defer the
+ * answer to the request being handled: the answer keeps its place in the connection's
+ * order, and the answers to later (pipelined) requests wait behind it. `headers` (extra
+ * header lines, each ending in "\r\n"; copied) are sent with the eventual answer, before
+ * its own. Returns a handle (never 0) for http_respond_deferred, or 0 when the answer
+ * cannot be deferred (out of memory, connection closing): then answer now.
+ *
+ * Ownership: the connection keeps the handle valid until either the handler answers it
+ * (http_respond_deferred, exactly once, from the server's loop) or the connection closes
+ * first (the client went away, a write failed, a drain timeout): then the server calls its
+ * cancel callback with the tag given here, and the handler must forget the handle (the
+ * connection's memory goes later, with its close callbacks). A connection with deferred
+ * answers is busy: the idle timer does not end it (the handler bounds the wait), and
+ * http_server_close waits for them up to its drain timeout. Reading from it pauses while
+ * limits.max_deferred answers wait.
+ */
+typedef void (*http_cancel_fn)(void *ud, uint64_t tag);
+/* The server's cancel callback (ud is the handler's); set before answers are deferred. */
+void http_server_set_cancel(struct http_server *srv, http_cancel_fn cancel);
+uint64_t http_defer(struct http_conn *conn, const char *headers, size_t headers_len, uint64_t tag);
+/* Answers a deferred request: resp->headers come after those given to http_defer. */
+void http_respond_deferred(struct http_conn *conn, uint64_t handle,
+                           const struct http_response *resp);
 
 /* The reason phrase of a status code. */
 const char *http_status_text(int status);

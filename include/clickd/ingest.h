@@ -16,6 +16,14 @@
 #include <string.h>
 #include <uv.h>
 
+/* What a request waiting for its acknowledgement is owed, per waiter slot: its
+ * connection and deferred answer (http_defer), and whether it asked for the GIF. */
+struct ingest_ack_wait {
+	struct http_conn *conn; /* borrowed until answered or cancelled; NULL: none */
+	uint64_t handle;
+	bool pixel;
+};
+
 struct ingest {
 	const struct config *cfg;
 	struct pipeline *pl;
@@ -23,10 +31,31 @@ struct ingest {
 	/* beacon.affiliate_params: pointers into cfg->affiliate_params (borrowed with cfg). */
 	const char *affiliate_params[CONFIG_MAX_LIST];
 	uint64_t rng[2]; /* xorshift128+ state for visitor IDs, seeded from getrandom */
+	/* kafka.ack_mode=kafka (ingest_acks_start; NULL otherwise): this thread's waiter table
+	 * (ack.h; borrowed from the daemon's hub), what each slot owes (owned), and the loop
+	 * handles that answer them: ack_async when completions are ready, ack_timer at the
+	 * oldest deadline (kafka.ack_timeout_ms). */
+	struct ack_table *acks;
+	struct ingest_ack_wait *ack_waits;
+	size_t ack_slots;
+	uv_async_t ack_async;
+	uv_timer_t ack_timer;
 };
 
 /* Fills ix from the config; cfg and pl are borrowed and must outlive it. Returns 0. */
 int ingest_init(struct ingest *ix, const struct config *cfg, struct pipeline *pl);
+
+/* kafka.ack_mode=kafka: collect requests on ix wait for their events to be durable before
+ * they are answered (ack.h, http_defer). t (borrowed, slots waiter slots) is this thread's
+ * table; its completions wake `loop`. Set the collect server's cancel callback to
+ * ingest_http_cancel. Returns 0 or -ENOMEM. */
+int ingest_acks_start(struct ingest *ix, uv_loop_t *loop, struct ack_table *t, size_t slots);
+/* Stops waiting (after the collect server closed: no request waits any more): no more
+ * wake-ups, the handles close, the slots' memory goes. Nothing when not started. */
+void ingest_acks_close(struct ingest *ix);
+/* http_cancel_fn: a connection closed while its request waited; the waiter is released
+ * (its events, when they complete, are ignored). */
+void ingest_http_cancel(void *ud, uint64_t tag);
 
 /* Switches ix to another config snapshot (a reload), from ix's own loop thread. */
 void ingest_reconfigure(struct ingest *ix, const struct config *cfg);

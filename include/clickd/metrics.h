@@ -122,7 +122,13 @@
 	  "not an http(s) URL (400), or redirects off (403).")                                     \
 	X(REAL_IP_FALLBACK, "clickd_http_real_ip_fallback_total",                                  \
 	  "Requests from a trusted proxy whose http.real_ip_header was missing, repeated or "      \
-	  "not one IP address: the peer address was used.")
+	  "not one IP address: the peer address was used.")                                        \
+	X(ACK_TIMEOUTS, "clickd_ack_timeouts_total",                                               \
+	  "kafka.ack_mode=kafka: requests answered 503 because their events were not all "         \
+	  "delivered or spooled within kafka.ack_timeout_ms.")                                     \
+	X(ACK_FAILURES, "clickd_ack_failures_total",                                               \
+	  "kafka.ack_mode=kafka: requests answered 503 because one of their events failed for "    \
+	  "good (neither delivered nor spooled).")
 
 /* Gauges: id, Prometheus name, scale, help. Any thread sets them or adds deltas. The value
  * is an integer; the scrape shows it divided by scale (a ratio is kept in millionths). */
@@ -157,7 +163,11 @@
 	X(SPOOL_FULL, "clickd_spool_full", 1,                                                      \
 	  "1 from the first record the full spool refused until Kafka took records back (a "       \
 	  "segment deleted), and while the spool's disk fails: ingest answers 503 and /readyz "    \
-	  "is not ready.")
+	  "is not ready.")                                                                         \
+	X(ACK_PENDING, "clickd_ack_pending", 1,                                                    \
+	  "kafka.ack_mode=kafka: HTTP requests waiting for their events to be delivered to Kafka " \
+	  "or spooled before they are answered (bounded by kafka.ack_max_pending per ingest "      \
+	  "thread).")
 
 /*
  * Histograms: id, Prometheus name, label (one `key="value"` pair, or ""), bucket upper
@@ -175,7 +185,8 @@
 #define METRICS_HELP_EVENT_TO_SINK                                                                 \
 	"From an event's arrival (received_at) to when its record is taken for good: handed to "   \
 	"the file sink, or reported delivered by Kafka. Records that went through the Kafka "      \
-	"sink's disk spool are not observed (see clickd_spool_*)."
+	"sink's disk spool are not observed (see clickd_spool_*), nor, in kafka.ack_mode=kafka, "  \
+	"records whose request no longer waits (timed out, client gone)."
 #define METRICS_HISTOGRAMS(X)                                                                      \
 	X(HTTP_REQUEST_DURATION, "clickd_http_request_duration_seconds", "",                       \
 	  METRICS_BOUNDS_HTTP_US,                                                                  \

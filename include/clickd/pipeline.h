@@ -51,6 +51,10 @@ size_t pipeline_shard_of_hash(uint64_t visitor_hash, size_t shard_count);
  * borrowed (copied). */
 int pipeline_submit(struct pipeline *pl, const struct event *ev);
 
+/* kafka.ack_mode=kafka: every event submitted from now on carries `token` (ack.h), the
+ * waiter of the request being decoded; ACK_TOKEN_NONE (0) after it. */
+void pipeline_set_ack(struct pipeline *pl, uint64_t token);
+
 /* Publishes every event submitted since the last commit or abort (counted in
  * clickd_events_in_total) and marks their shards for pipeline_wake. Returns how many. */
 size_t pipeline_commit(struct pipeline *pl);

@@ -40,6 +40,7 @@
 #ifndef CLICKD_SHARD_H
 #define CLICKD_SHARD_H
 
+#include "clickd/ack.h"
 #include "clickd/attribution.h"
 #include "clickd/channel.h"
 #include "clickd/ring.h"
@@ -78,6 +79,11 @@ struct shard_options {
 	size_t conversion_event_count;
 	/* At stop, leave the open sessions open (they are saved: session.state_file). */
 	bool keep_sessions_at_stop;
+	/* kafka.ack_mode=kafka: the waiters of HTTP requests (ack.h; borrowed). Each event's
+	 * ack token goes to the sink with its record (sink_write_acked); a duplicate dedup
+	 * drops is completed at once (its original is already on its way), a record that
+	 * cannot be written as failed. NULL: nobody waits (tokens are ignored). */
+	struct ack_hub *acks;
 };
 
 struct shard;

@@ -12,10 +12,18 @@
  * clock; 0 when there is none: touchpoints, dead letters), for the histogram
  * clickd_event_to_sink_seconds: the file sink observes it when it takes the record, the
  * Kafka sink when the delivery report says delivered.
+ *
+ * write_acked (kafka.ack_mode=kafka, ack.h) is write for a record an HTTP request waits for:
+ * when it answers 0 (taken) the sink owns the ack token and completes it, exactly once, when
+ * the record is durable (ack_complete durable: delivered, or in the spool as spool.fsync
+ * says) or failed for good (ack_complete failed); on any other answer the token stays the
+ * caller's (held with the record on -EAGAIN, completed as failed by the caller otherwise).
+ * Only backends that can tell durability have it (Kafka); NULL elsewhere.
  */
 #ifndef CLICKD_SINK_H
 #define CLICKD_SINK_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +53,10 @@ struct sink_ops {
 	const char *name; /* "file", "kafka": the metric label */
 	int (*write)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
 	             const char *record, size_t record_len, int64_t received_at_ms);
+	/* NULL when the backend cannot tell when a record is durable (see above). */
+	int (*write_acked)(struct sink *s, enum sink_stream stream, const char *key, size_t key_len,
+	                   const char *record, size_t record_len, int64_t received_at_ms,
+	                   uint64_t ack_token);
 	/* Non-blocking periodic work: delivery reports, rotation by age. Returns 0 or < 0. */
 	int (*poll)(struct sink *s, int64_t now_ms);
 	/* Pushes everything out, waiting at most timeout_ms (files: completes, fsyncs and
@@ -65,6 +77,20 @@ static inline int sink_write(struct sink *s, enum sink_stream stream, const char
                              int64_t received_at_ms)
 {
 	return s->ops->write(s, stream, key, key_len, record, record_len, received_at_ms);
+}
+
+/* write, or write_acked when someone waits (ack_token not 0). -ENOTSUP when the backend has
+ * no write_acked (the caller still owns the token). */
+static inline int sink_write_acked(struct sink *s, enum sink_stream stream, const char *key,
+                                   size_t key_len, const char *record, size_t record_len,
+                                   int64_t received_at_ms, uint64_t ack_token)
+{
+	if (ack_token == 0)
+		return s->ops->write(s, stream, key, key_len, record, record_len, received_at_ms);
+	if (!s->ops->write_acked)
+		return -ENOTSUP;
+	return s->ops->write_acked(s, stream, key, key_len, record, record_len, received_at_ms,
+	                           ack_token);
 }
 
 /* ---- file sink: NDJSON files <dir>/<stream>-<UTC start time>-[<tag>-]<seq>.ndjson[.zst] ----
@@ -144,9 +170,19 @@ struct sink *sink_file_new(const struct sink_file_options *opt, char *err, size_
  *    Kafka or in the spool, -ETIMEDOUT or -EIO when some are in neither.
  *  - Records that went through the spool are not observed in clickd_event_to_sink_seconds
  *    (the spool keeps no receive time).
+ * Acked records (write_acked, kafka.ack_mode=kafka): the token rides in the message opaque,
+ * so no message needs an allocation. A delivery report that says delivered completes it
+ * durable; one that failed for good completes it failed. A record that goes to the spool
+ * (in write while spooling, or from the report of a delivery that failed for now) completes
+ * durable once the spool has written it (spool.fsync=never) or written and synced it
+ * (per_frame, interval): while such records wait, each poll writes the spool's batch and
+ * syncs it (spool_sync) instead of waiting for its linger and fsync interval. A failed
+ * delivery the spool refuses completes failed; in write,
+ * a full spool answers -EAGAIN and the token stays the caller's.
  * Threads: write from any thread; poll, flush, ready and free from one thread (the main
  * loop), which also runs the delivery reports. */
 struct spool;
+struct ack_hub;
 struct sink_kafka_property {
 	const char *key;
 	const char *value;
@@ -167,8 +203,19 @@ struct sink_kafka_options {
 	/* spool.high_water: librdkafka queue length (messages) above which records go to the
 	 * spool, and up to which replay fills the queue. 0: SINK_KAFKA_DEFAULT_HIGH_WATER. */
 	uint64_t spool_high_water;
+	/* kafka.ack_mode=kafka: where write_acked completes its tokens (borrowed; must outlive
+	 * the sink). NULL: write_acked answers -ENOTSUP. */
+	struct ack_hub *acks;
 };
 #define SINK_KAFKA_DEFAULT_HIGH_WATER 50000
 struct sink *sink_kafka_new(const struct sink_kafka_options *opt, char *err, size_t errlen);
+
+/* kafka.ack_mode=kafka: a file descriptor (an eventfd, owned by the sink, closed by free)
+ * that librdkafka makes readable when delivery reports wait, so that the main loop serves
+ * them at once with sink_kafka_serve_reports (main thread, as poll) rather than at its next
+ * poll: an acknowledged request waits for its report. Made on the first call; -errno when
+ * it cannot be. */
+int sink_kafka_report_fd(struct sink *s);
+void sink_kafka_serve_reports(struct sink *s);
 
 #endif

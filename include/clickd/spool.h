@@ -216,6 +216,11 @@ int spool_append(struct spool *s, enum sink_stream stream, const char *key, size
  * the frame; interval: if due at now_ms). Returns 0 or the disk's -errno. */
 int spool_flush(struct spool *s, int64_t now_ms);
 
+/* Writes the batch as a frame and, unless fsync is never, syncs now whatever the interval
+ * (which then starts again): what kafka.ack_mode=kafka does while requests wait for
+ * spooled records. Returns 0 or the disk's -errno. */
+int spool_sync(struct spool *s, int64_t now_ms);
+
 /* Periodic work: writes a batch that has waited linger_ms, syncs if the interval is due.
  * now_ms: any monotonic clock, the same one every time. Returns 0 or the disk's -errno. */
 int spool_poll(struct spool *s, int64_t now_ms);
@@ -231,6 +236,17 @@ int spool_ack(struct spool *s, uint64_t token);
 
 /* Marks a record failed, to be read again in order (see above). Returns 0 or -ENOENT. */
 int spool_nack(struct spool *s, uint64_t token);
+
+/* Records spool_append took since spool_open: the append sequence of the last one (the
+ * first is 1). */
+uint64_t spool_appended(const struct spool *s);
+
+/* How many of the records taken since spool_open are durable as option fsync says: the
+ * record with append sequence n is once this is >= n. never: its frame was written (it
+ * survives a crash of clickd); per_frame and interval: written and synced (it survives a
+ * crash of the machine). Records still in the batch are not (spool_flush writes them).
+ * kafka.ack_mode=kafka answers a request when its spooled records are durable. */
+uint64_t spool_durable(const struct spool *s);
 
 /* True when the spool holds no record at all: none on disk, none in the batch. */
 bool spool_empty(const struct spool *s);

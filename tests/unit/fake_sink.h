@@ -17,6 +17,7 @@ struct fake_record {
 	size_t key_len;
 	char *text; /* NUL-terminated copy */
 	int64_t received_at_ms;
+	uint64_t ack_token; /* given with write_acked (the sink keeps it: never completes it) */
 };
 
 struct fake_sink {
@@ -47,6 +48,18 @@ static int fake_sink_write(struct sink *s, enum sink_stream stream, const char *
 	return 0;
 }
 
+static int fake_sink_write_acked(struct sink *s, enum sink_stream stream, const char *key,
+                                 size_t key_len, const char *record, size_t record_len,
+                                 int64_t received_at_ms, uint64_t ack_token)
+{
+	struct fake_sink *f = (struct fake_sink *)s;
+	int rc = fake_sink_write(s, stream, key, key_len, record, record_len, received_at_ms);
+
+	if (rc == 0)
+		f->records[stream][f->count[stream] - 1].ack_token = ack_token;
+	return rc;
+}
+
 static int fake_sink_poll(struct sink *s, int64_t now_ms)
 {
 	(void)s;
@@ -64,6 +77,7 @@ static int fake_sink_flush(struct sink *s, int timeout_ms)
 static const struct sink_ops fake_sink_ops = {
     .name = "fake",
     .write = fake_sink_write,
+    .write_acked = fake_sink_write_acked,
     .poll = fake_sink_poll,
     .flush = fake_sink_flush,
 };

@@ -371,4 +371,25 @@ Test(config, the_hostile_input_limits_have_their_defaults_and_bounds)
 	cr_assert(strstr(err, "http.max_headers") != NULL, "%s", err);
 	cr_assert_eq(load_one("limits.max_string_bytes=8193"), -EINVAL);
 	cr_assert(strstr(err, "limits.max_string_bytes") != NULL, "%s", err);
+	config_close(&cfg);
+}
+
+Test(config, kafka_ack_mode_needs_kafka_and_names_the_key)
+{
+	char *none[] = {"kafka.ack_mode=kafka"};
+	char *with[] = {"kafka.ack_mode=kafka", "kafka.brokers=127.0.0.1:9092"};
+
+	cr_assert_eq(config_load(&cfg, NULL, none, 1, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_mode") != NULL, "%s", err);
+	cr_assert(strstr(err, "kafka.brokers") != NULL, "%s", err);
+	cr_assert_eq(config_load(&cfg, NULL, with, 2, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(cfg.kafka_ack_mode, "kafka");
+	cr_assert_eq(cfg.kafka_ack_timeout_ms, 10000);
+	config_close(&cfg);
+	cr_assert_eq(load_one("kafka.ack_mode=broker"), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_mode") != NULL, "%s", err);
+	cr_assert_eq(load_one("kafka.ack_max_pending=65537"), -EINVAL);
+	cr_assert(strstr(err, "kafka.ack_max_pending") != NULL, "%s", err);
+	cr_assert_eq(load_one("kafka.ack_mode=accept"), 0, "%s", err);
+	config_close(&cfg);
 }

@@ -1,6 +1,8 @@
 /*
  * test_held.c - records a full sink refused: kept in order, written when the sink takes
- * them again, bounded, and passed straight through when nothing is held.
+ * them again, bounded, and passed straight through when nothing is held; a held record's
+ * ack token goes to the sink with it, or is completed as failed when the sink refuses the
+ * record for good.
  */
 #include "clickd/held.h"
 
@@ -10,6 +12,8 @@
 #include <string.h>
 
 #include "fake_sink.h"
+
+#include "clickd/ack.h"
 
 static struct fake_sink sink;
 
@@ -24,6 +28,13 @@ static void teardown(void)
 }
 
 TestSuite(held, .init = setup, .fini = teardown);
+
+static void count_failed(void *ud, int slot, enum ack_result result)
+{
+	(void)slot;
+	if (result == ACK_FAILED)
+		(*(int *)ud)++;
+}
 
 static int write_n(struct held *h, int i)
 {
@@ -99,4 +110,50 @@ Test(held, a_record_the_sink_fails_for_good_is_not_held)
 	cr_assert_eq(write_n(&h, 1), -EIO);
 	cr_assert_eq(h.count, 0);
 	held_close(&h);
+}
+
+Test(held, a_held_record_keeps_its_ack_token_and_a_refusal_for_good_fails_it)
+{
+	struct held h;
+	struct ack_hub *hub = ack_hub_new(1, 4);
+	struct ack_table *t = ack_hub_table(hub, 0);
+	uint64_t kept, refused;
+	int a = ack_take(t, &kept), b = ack_take(t, &refused);
+	int failed = 0;
+
+	ack_arm(t, a, 1, 1, INT64_MAX);
+	ack_arm(t, b, 1, 1, INT64_MAX);
+	/* (The sink keeps the tokens it takes: these two are never completed here.) */
+	held_init(&h, 0);
+	h.acks = hub;
+	sink.answer = -EAGAIN;
+	cr_assert_eq(held_write_acked(&h, &sink.base, SINK_EVENTS, "k", 1, "one", 3, 5, kept), 0);
+	cr_assert_eq(held_write_acked(&h, &sink.base, SINK_EVENTS, "k", 1, "two", 3, 5, refused),
+	             0);
+	cr_assert_eq(h.count, 2);
+	sink.answer = 0;
+	/* The first goes, with its token (the sink's now); then the sink fails one for good. */
+	cr_assert_eq(held_write_acked(&h, &sink.base, SINK_EVENTS, "k", 1, "three", 5, 5, 0), 0);
+	cr_assert_eq(h.count, 3, "behind the held ones, in order");
+	sink.answer = 0;
+	cr_assert(held_retry(&h, &sink.base));
+	cr_assert_eq(sink.count[SINK_EVENTS], 3);
+	cr_assert_eq(sink.records[SINK_EVENTS][0].ack_token, kept);
+	cr_assert_eq(sink.records[SINK_EVENTS][1].ack_token, refused);
+	cr_assert_eq(sink.records[SINK_EVENTS][2].ack_token, 0);
+
+	/* A held record the sink then refuses for good: its request is answered failed. */
+	sink.answer = -EAGAIN;
+	b = ack_take(t, &refused);
+	cr_assert_geq(b, 0);
+	ack_arm(t, b, 1, 1, INT64_MAX);
+	cr_assert_eq(held_write_acked(&h, &sink.base, SINK_EVENTS, "k", 1, "four", 4, 5, refused),
+	             0);
+	cr_assert_eq(h.count, 1);
+	sink.answer = -EIO;
+	cr_assert(held_retry(&h, &sink.base), "dropped: the sink counted it");
+	cr_assert_eq(ack_collect(t, count_failed, &failed), 1);
+	cr_assert_eq(failed, 1);
+	held_close(&h);
+	ack_hub_free(hub);
 }

@@ -80,6 +80,24 @@ Test(pipeline, an_event_goes_whole_to_the_ring_of_its_visitors_shard)
 	pipeline_free(pl);
 }
 
+Test(pipeline, events_carry_the_ack_token_of_the_request_being_decoded)
+{
+	struct pipeline *pl = pipeline_new(rings, shards, SHARDS, &sink.base, 1024);
+	size_t shard = pipeline_shard_of(&ev, SHARDS);
+
+	ev.ack_token = 99; /* whatever the decoder's scratch event holds is not what counts */
+	pipeline_set_ack(pl, 0x0001000200000003ull);
+	cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	pipeline_set_ack(pl, 0);
+	cr_assert_eq(pipeline_submit(pl, &ev), 0);
+	cr_assert_eq(pipeline_commit(pl), 2);
+	cr_assert_eq(((const struct event *)ring_slot_read(&rings[shard], 0))->ack_token,
+	             0x0001000200000003ull);
+	cr_assert_eq(((const struct event *)ring_slot_read(&rings[shard], 1))->ack_token, 0,
+	             "after the request: nobody waits (UDP)");
+	pipeline_free(pl);
+}
+
 Test(pipeline, one_visitor_always_lands_on_one_shard_and_visitors_spread)
 {
 	size_t seen[SHARDS] = {0};

@@ -6,6 +6,7 @@
  * conversions, conversions without a visitor, rollup minutes closed on the tick, at the
  * finish, and late records.
  */
+#include "clickd/ack.h"
 #include "clickd/metrics.h"
 #include "clickd/shard.h"
 
@@ -87,6 +88,21 @@ static void push(int r, const char *eid, const char *vid, int64_t at, const char
 	put(ev, EF_URL, "https://shop.example/");
 	put(ev, EF_SOURCE, source);
 	put(ev, EF_MEDIUM, medium);
+	ring_publish(&rings[r]);
+}
+
+/* A page view of visitor v1 into ring r, carrying an ack token. */
+static void push_acked(int r, const char *eid, int64_t at, uint64_t token)
+{
+	struct event *ev = ring_claim(&rings[r]);
+
+	cr_assert_not_null(ev, "ring %d full", r);
+	event_init(ev);
+	ev->received_at_ms = at;
+	ev->ack_token = token;
+	put(ev, EF_EVENT_ID, eid);
+	put(ev, EF_APP_ID, "shop");
+	put(ev, EF_VISITOR_ID, "v1");
 	ring_publish(&rings[r]);
 }
 
@@ -529,4 +545,65 @@ Test(shard, a_closed_minute_is_written_on_the_tick_and_a_late_record_counts_as_l
 	cr_assert(strstr(sink.records[SINK_ROLLUPS][1].text, "\"late\":1}") != NULL);
 	cr_assert_eq(metrics_get(METRIC_ROLLUP_LATE), late + 1);
 	shard_free(s);
+}
+
+static void note_result(void *ud, int slot, enum ack_result result)
+{
+	enum ack_result *results = ud;
+
+	results[slot] = result;
+}
+
+Test(shard, acks_a_duplicate_at_once_and_hands_other_tokens_to_the_sink_with_their_records)
+{
+	struct ack_hub *hub = ack_hub_new(1, 4);
+	struct ack_table *t = ack_hub_table(hub, 0);
+	struct shard *acked;
+	struct ring *inputs[1] = {&rings[0]};
+	struct shard_options o = {
+	    .inputs = inputs,
+	    .input_count = 1,
+	    .sink = &sink.base,
+	    .sink_owned = true,
+	    .channels = lists,
+	    .dedup_max_entries = 1000,
+	    .dedup_window_ms = 3600000,
+	    .session = {.timeout_ms = 1800000,
+	                .max_duration_ms = 86400000,
+	                .max_visitors = 1000,
+	                .max_url_bytes = 512},
+	    .stop_timeout_ms = 100,
+	    .acks = hub,
+	};
+	enum ack_result results[4] = {-1, -1, -1, -1};
+	uint64_t first, dup, refused;
+	int a = ack_take(t, &first), b = ack_take(t, &dup), c = ack_take(t, &refused);
+	char err[256];
+
+	acked = shard_new(&o, err, sizeof(err));
+	cr_assert_not_null(acked, "%s", err);
+	ack_arm(t, a, 2, T0, INT64_MAX);
+	ack_arm(t, b, 1, T0, INT64_MAX);
+	ack_arm(t, c, 1, T0, INT64_MAX);
+	push_acked(0, "e1", T0, first);
+	push_acked(0, "e2", T0 + 1, first);
+	push_acked(0, "e1", T0 + 2, dup); /* a tracker's retry of e1 */
+	cr_assert_eq(shard_drain(acked), 3);
+	cr_assert_eq(sink.count[SINK_EVENTS], 2);
+	cr_assert_eq(sink.records[SINK_EVENTS][0].ack_token, first);
+	cr_assert_eq(sink.records[SINK_EVENTS][1].ack_token, first);
+	/* The duplicate is answered at once; the first request waits for the sink. */
+	cr_assert_eq(ack_collect(t, note_result, results), 1);
+	cr_assert_eq(results[b], ACK_DURABLE);
+	cr_assert_eq(ack_armed(t), 2);
+
+	/* A record the sink refuses for good: its request is answered failed. */
+	sink.answer = -EIO;
+	push_acked(0, "e3", T0 + 3, refused);
+	cr_assert_eq(shard_drain(acked), 1);
+	cr_assert_eq(ack_collect(t, note_result, results), 1);
+	cr_assert_eq(results[c], ACK_FAILED);
+	sink.answer = 0;
+	shard_free(acked);
+	ack_hub_free(hub);
 }

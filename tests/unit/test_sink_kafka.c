@@ -4,9 +4,12 @@
  * silent) under injected broker errors, with brokers down and with an unreachable broker;
  * with the disk spool (sink_kafka_spool): records spooled while the broker is down and
  * replayed in order, failed deliveries spooled, a full spool answered "full", the spool of
- * a last run replayed first, and what the stop leaves spooled. The real-broker tests are
- * in tests/integration.
+ * a last run replayed first, and what the stop leaves spooled; with ack tokens
+ * (kafka.ack_mode=kafka, sink_kafka_ack): completed when delivered, failed when refused for
+ * good, and, through the spool, only once the spool has the record on disk. The real-broker
+ * tests are in tests/integration.
  */
+#include "clickd/ack.h"
 #include "clickd/metrics.h"
 #include "clickd/sink.h"
 #include "clickd/spool.h"
@@ -39,6 +42,9 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Where the sinks made by the tests complete ack tokens (kafka.ack_mode; NULL: none). */
+static struct ack_hub *test_acks;
+
 static struct sink *new_sink(const char *brokers, const struct sink_kafka_property *props,
                              size_t count)
 {
@@ -47,6 +53,7 @@ static struct sink *new_sink(const char *brokers, const struct sink_kafka_proper
 	    .topics = {"clickd.events", "clickd.touchpoints", "clickd.dead_letters"},
 	    .producer = props,
 	    .producer_count = count,
+	    .acks = test_acks,
 	};
 	char err[512] = "";
 	struct sink *s = sink_kafka_new(&opt, err, sizeof(err));
@@ -367,6 +374,7 @@ static struct sink *new_spooled_sink(struct mock *m, struct spool *sp,
 	    .topics = {"clickd.events", "clickd.touchpoints", "clickd.dead_letters"},
 	    .producer = props,
 	    .spool = sp,
+	    .acks = test_acks,
 	};
 	char err[512] = "";
 	struct sink *s;
@@ -724,4 +732,183 @@ Test(sink_kafka_spool, drops_and_counts_a_spooled_record_the_broker_refuses_for_
 	          "the spool empties: a record refused for good is not replayed forever");
 	s->ops->free(s);
 	mock_stop(&m);
+}
+
+/* ---- ack tokens (kafka.ack_mode=kafka) ---- */
+
+struct ack_results {
+	int count;
+	enum ack_result last;
+};
+
+static void on_ack(void *ud, int slot, enum ack_result result)
+{
+	struct ack_results *r = ud;
+
+	(void)slot;
+	r->count++;
+	r->last = result;
+}
+
+static void make_acks(void)
+{
+	make_spool_dir();
+	test_acks = ack_hub_new(1, 16);
+	cr_assert_not_null(test_acks);
+}
+
+static void free_acks(void)
+{
+	/* The sinks of a test are freed before it ends: nothing completes into it now. */
+	ack_hub_free(test_acks);
+	test_acks = NULL;
+	remove_spool_dir();
+}
+
+TestSuite(sink_kafka_ack, .init = make_acks, .fini = free_acks, .timeout = 120);
+
+/* A request waiting for `events` records: its slot in table 0, its token in *token. */
+static int wait_for_events(uint32_t events, uint64_t *token)
+{
+	struct ack_table *t = ack_hub_table(test_acks, 0);
+	int slot = ack_take(t, token);
+
+	cr_assert_geq(slot, 0);
+	ack_arm(t, slot, events, 1800000000000LL, INT64_MAX);
+	return slot;
+}
+
+static int write_acked(struct sink *s, int n, uint64_t token)
+{
+	char rec[64], key[16];
+	int klen = snprintf(key, sizeof(key), "v%d", n % 7);
+	int rlen = snprintf(rec, sizeof(rec), "{\"n\":%d}", n);
+
+	return sink_write_acked(s, SINK_EVENTS, key, (size_t)klen, rec, (size_t)rlen,
+	                        1800000000000LL, token);
+}
+
+/* Polls the sink until the request is answered (or the deadline passes). */
+static struct ack_results poll_until_answered(struct sink *s, int ms)
+{
+	struct ack_table *t = ack_hub_table(test_acks, 0);
+	struct ack_results r = {0};
+	int64_t deadline = now_ms() + scaled_ms(ms);
+
+	while (r.count == 0 && now_ms() < deadline) {
+		s->ops->poll(s, now_ms());
+		ack_collect(t, on_ack, &r);
+		if (r.count == 0)
+			pause_ms(10);
+	}
+	return r;
+}
+
+Test(sink_kafka_ack, answers_a_request_once_kafka_has_delivered_each_of_its_records)
+{
+	const struct sink_kafka_property props[] = {{"test.mock.num.brokers", "1"}};
+	struct sink *s = new_sink("", props, 1);
+	struct ack_results r = {0};
+	uint64_t token;
+	uint64_t observed = metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA);
+
+	wait_for_events(3, &token);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(write_acked(s, i, token), 0);
+	/* Delivery reports are served by poll only: nothing can be answered before. */
+	cr_assert_eq(ack_collect(ack_hub_table(test_acks, 0), on_ack, &r), 0);
+	r = poll_until_answered(s, 20000);
+	cr_assert_eq(r.count, 1);
+	cr_assert_eq(r.last, ACK_DURABLE);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_KAFKA, SINK_EVENTS), 3);
+	cr_assert_eq(metrics_histogram_count(HIST_EVENT_TO_SINK_KAFKA), observed + 3,
+	             "the receive time came back with the completions");
+	s->ops->free(s);
+}
+
+Test(sink_kafka_ack, answers_failed_when_the_broker_refuses_a_record_for_good)
+{
+	struct mock m;
+	uint64_t token;
+
+	mock_start(&m);
+	rd_kafka_mock_push_request_errors(m.cluster, KAFKA_API_PRODUCE, 1,
+	                                  RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+	struct sink *s = new_sink(rd_kafka_mock_cluster_bootstraps(m.cluster), NULL, 0);
+	wait_for_events(1, &token);
+	cr_assert_eq(write_acked(s, 0, token), 0);
+	struct ack_results r = poll_until_answered(s, 20000);
+	cr_assert_eq(r.count, 1);
+	cr_assert_eq(r.last, ACK_FAILED);
+	s->ops->free(s);
+	mock_stop(&m);
+}
+
+Test(sink_kafka_ack, answers_a_spooled_record_only_once_the_spool_has_it_on_disk)
+{
+	struct mock m;
+	struct ack_table *t;
+	struct ack_results r = {0};
+	struct sink *s;
+	uint64_t token;
+
+	mock_start(&m);
+	cr_assert_eq(rd_kafka_mock_broker_set_down(m.cluster, 1), 0);
+	s = new_spooled_sink(&m, open_spool(64 << 20), NULL, 0);
+	t = ack_hub_table(test_acks, 0);
+	cr_assert(wait_spooling(s, true, 20000), "never saw Kafka away");
+	wait_for_events(2, &token);
+	cr_assert_eq(write_acked(s, 0, token), 0);
+	cr_assert_eq(write_acked(s, 1, token), 0);
+	/* In the spool's batch, in memory: not durable yet. */
+	cr_assert_eq(ack_collect(t, on_ack, &r), 0);
+	r = poll_until_answered(s, 20000); /* the poll writes the batch */
+	cr_assert_eq(r.count, 1);
+	cr_assert_eq(r.last, ACK_DURABLE);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_KAFKA, SINK_EVENTS), 0);
+	cr_assert_geq(metrics_get(METRIC_SPOOL_SPOOLED), 2);
+	cr_assert_eq(metrics_gauge_get(GAUGE_ACK_PENDING), 0);
+	s->ops->free(s);
+	mock_stop(&m);
+}
+
+Test(sink_kafka_ack, answers_a_failed_delivery_once_it_is_spooled)
+{
+	const struct sink_kafka_property props[] = {{"message.timeout.ms", "1000"}};
+	struct mock m;
+	struct sink *s;
+	uint64_t token;
+
+	mock_start(&m);
+	s = new_spooled_sink(&m, open_spool(64 << 20), props, 1);
+	cr_assert(wait_delivered(s, 0, 20000));
+	/* Down, and written at once: librdkafka takes it, gives up after 1 s, and the report
+	 * spools it; the request is answered from the spool. */
+	cr_assert_eq(rd_kafka_mock_broker_set_down(m.cluster, 1), 0);
+	wait_for_events(1, &token);
+	cr_assert_eq(write_acked(s, 0, token), 0);
+	struct ack_results r = poll_until_answered(s, 30000);
+	cr_assert_eq(r.count, 1);
+	cr_assert_eq(r.last, ACK_DURABLE);
+	cr_assert_eq(metrics_get(METRIC_SPOOL_SPOOLED), 1);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_KAFKA, SINK_EVENTS), 0);
+	s->ops->free(s);
+	mock_stop(&m);
+}
+
+Test(sink_kafka_ack, ignores_the_completion_of_a_request_that_no_longer_waits)
+{
+	const struct sink_kafka_property props[] = {{"test.mock.num.brokers", "1"}};
+	struct sink *s = new_sink("", props, 1);
+	struct ack_table *t = ack_hub_table(test_acks, 0);
+	struct ack_results r = {0};
+	uint64_t token;
+	int slot = wait_for_events(1, &token);
+
+	cr_assert_eq(write_acked(s, 0, token), 0);
+	ack_release(t, slot); /* timed out, or its client went away */
+	cr_assert_eq(s->ops->flush(s, scaled_ms(20000)), 0);
+	cr_assert_eq(metrics_sink_out_get(METRICS_SINK_KAFKA, SINK_EVENTS), 1);
+	cr_assert_eq(ack_collect(t, on_ack, &r), 0);
+	s->ops->free(s);
 }

@@ -976,6 +976,60 @@ Test(spool, fsync_interval_syncs_at_most_once_per_interval)
 	spool_close(s);
 }
 
+Test(spool, counts_records_durable_as_the_fsync_policy_says)
+{
+	struct spool_options opt = small_options();
+	struct spool *s;
+
+	/* interval: written is not durable; the sync makes it so. */
+	opt.fsync = SPOOL_FSYNC_INTERVAL;
+	opt.fsync_interval_ms = 1000;
+	opt.segment_bytes = 1 << 20;
+	opt.batch_bytes = 1 << 16; /* every record fits the batch */
+	s = open_spool(&opt);
+	append_range(s, 0, 3);
+	cr_assert_eq(spool_appended(s), 3);
+	cr_assert_eq(spool_durable(s), 0, "in the batch: memory only");
+	cr_assert_eq(spool_flush(s, 10000), 0);
+	cr_assert_eq(spool_durable(s), 3, "written and synced (the first sync is due at once)");
+	append_range(s, 3, 5);
+	cr_assert_eq(spool_flush(s, 10100), 0);
+	cr_assert_eq(stats_of(s).frames_written, 2);
+	cr_assert_eq(spool_durable(s), 3, "written, the sync not due yet");
+	/* spool_sync (ack mode) syncs whatever the interval, and the interval starts again. */
+	cr_assert_eq(spool_sync(s, 10200), 0);
+	cr_assert_eq(spool_durable(s), 5);
+	append_range(s, 5, 6);
+	cr_assert_eq(spool_flush(s, 10300), 0);
+	cr_assert_eq(spool_durable(s), 5);
+	cr_assert_eq(spool_poll(s, 11200), 0);
+	cr_assert_eq(spool_durable(s), 6);
+	spool_close(s);
+	remove_tree(dir);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+
+	/* never: written is durable (it survives a crash of clickd); spool_sync only writes. */
+	opt.fsync = SPOOL_FSYNC_NEVER;
+	s = open_spool(&opt);
+	append_range(s, 0, 4);
+	cr_assert_eq(spool_durable(s), 0);
+	cr_assert_eq(spool_sync(s, 0), 0);
+	cr_assert_eq(spool_durable(s), 4);
+	cr_assert_eq(stats_of(s).fsyncs, 0);
+	spool_close(s);
+	remove_tree(dir);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+
+	/* per_frame: each frame is synced as it is written. */
+	opt.fsync = SPOOL_FSYNC_PER_FRAME;
+	s = open_spool(&opt);
+	append_range(s, 0, 2);
+	cr_assert_eq(spool_flush(s, 0), 0);
+	cr_assert_eq(spool_durable(s), 2);
+	cr_assert_eq(stats_of(s).fsyncs, 1);
+	spool_close(s);
+}
+
 Test(spool, keeps_what_was_flushed_when_the_process_dies_without_closing)
 {
 	struct spool_options opt = small_options();

@@ -20,8 +20,9 @@
  *  - an answer is not well-formed HTTP/1.1: a status line with a known code and its
  *    reason phrase, header lines of a token, ": " and a value with no control character
  *    but tab (no header injection from echoed request bytes), a Content-Length, and that
- *    many body bytes (none for 204, 100, and for a HEAD request's answer); nothing but
- *    answers on the wire, nothing after an answer with "Connection: close";
+ *    many body bytes (none for 204, 100, and for a HEAD request's answer), a text body
+ *    being one line of printable ASCII; nothing but answers on the wire, nothing after an
+ *    answer with "Connection: close";
  *  - the server does not end the connection once the client is done (a bounded number of
  *    loop turns), or the loop keeps a handle after it (uv_loop_alive);
  *  - an event in the rings breaks event.h's invariant (UTF-8, no control character, inside
@@ -302,7 +303,7 @@ static size_t check_answers(const char *out, size_t len, bool may_head)
 		char reason[64];
 		int status;
 		long long content_length = -1;
-		bool close = false;
+		bool close = false, text = false;
 
 		CHECK(!closed); /* nothing after an answer that closes the connection */
 		CHECK(line_end != NULL);
@@ -334,6 +335,9 @@ static size_t check_answers(const char *out, size_t len, bool may_head)
 				content_length = strtoll(colon + 2, NULL, 10);
 				CHECK(content_length >= 0 && content_length <= 4096);
 			}
+			if (colon - p == 12 && strncasecmp(p, "Content-Type", 12) == 0 &&
+			    line_end - colon - 2 >= 10 && memcmp(colon + 2, "text/plain", 10) == 0)
+				text = true;
 			if (colon - p == 10 && strncasecmp(p, "Connection", 10) == 0 &&
 			    line_end - colon - 2 == 5 && memcmp(colon + 2, "close", 5) == 0)
 				close = true;
@@ -351,6 +355,11 @@ static size_t check_answers(const char *out, size_t len, bool may_head)
 		    (p == end || ((size_t)(end - p) >= 9 && memcmp(p, "HTTP/1.1 ", 9) == 0)))
 			content_length = 0; /* a HEAD request's answer */
 		CHECK((size_t)(end - p) >= (size_t)content_length);
+		/* A text answer (a reason) is one line of printable ASCII: nothing of the
+		 * request is echoed raw. */
+		for (long long k = 0; text && k < content_length; k++)
+			CHECK((p[k] >= 0x20 && p[k] < 0x7F) ||
+			      (p[k] == '\n' && k == content_length - 1));
 		p += content_length;
 		if (status >= 200 && status < 300)
 			ok++;

@@ -5,6 +5,7 @@
  */
 #include "clickd/metrics.h"
 #include "clickd/protocols.h"
+#include "clickd/text.h"
 #include "clickd/url.h"
 
 #include <errno.h>
@@ -361,6 +362,16 @@ int protocol_set_text(struct event *ev, enum event_field f, const char *s, size_
 		return 0;
 	if (memchr(s, '\0', len) != NULL || !url_utf8_valid(s, len))
 		return -EILSEQ;
+	if (text_has_control(s, len)) {
+		/* Control characters never reach a record (text.h): each becomes U+FFFD, as
+		 * limits.control_chars=replace (the default) does for native beacons. */
+		static const struct text_rules controls = {.replace_controls = true};
+		char fixed[EVENT_ARENA_BYTES];
+
+		len = text_repair(s, len, &controls, fixed, sizeof(fixed));
+		ev->text_repaired = true;
+		return event_set(ev, f, fixed, len);
+	}
 	return event_set(ev, f, s, len);
 }
 

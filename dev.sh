@@ -5,7 +5,8 @@
 #   ./dev.sh test                 install what is missing, build, run every test (ctest):
 #                                 a gcc -Werror build with unit, integration and Kafka tests,
 #                                 then a clang ASan+UBSan build with unit, integration and
-#                                 bounded libFuzzer runs, then a clang ThreadSanitizer build
+#                                 bounded libFuzzer runs (CLICKD_FUZZ_SECONDS each, default
+#                                 15), then a clang ThreadSanitizer build
 #                                 of the multi-threaded ring and shard runs (tests/tsan)
 #   ./dev.sh deps|build|format-check
 #
@@ -84,7 +85,7 @@ test)
 	build build
 	ctest --test-dir build --output-on-failure --timeout 900
 	echo "== clang ASan+UBSan build: unit, integration, bounded fuzzing" >&2
-	CC=clang build build-asan -DCLICKD_SANITIZE=address,undefined -DCLICKD_FUZZ=ON
+	CC=clang build build-asan -DCLICKD_SANITIZE=address,undefined -DCLICKD_FUZZ=ON -DCLICKD_FUZZ_SECONDS="${CLICKD_FUZZ_SECONDS:-15}"
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		ctest --test-dir build-asan --output-on-failure --timeout 900 -LE kafka
 	echo "== clang ThreadSanitizer build: ring and shard threads" >&2
@@ -93,7 +94,7 @@ test)
 	ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan
 	;;
 *)
-	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 	[ -z "$cmd" ] || exit 2
 	;;
 esac

@@ -94,7 +94,7 @@ test)
 	ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan
 	;;
 *)
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 	[ -z "$cmd" ] || exit 2
 	;;
 esac

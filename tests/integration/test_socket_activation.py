@@ -293,7 +293,11 @@ class RestartUnderLoad(unittest.TestCase):
         udp_port = socks[1][1].getsockname()[1]
         workdir = tempfile.mkdtemp(prefix="clickd-restart-")
         self.addCleanup(shutil.rmtree, workdir, True)
-        settings = {"pipeline.ingest_threads": "2", "pipeline.shards": "2"}
+        # Rings of 4096: on a busy 2-core machine a shard thread can miss the CPU for a
+        # tenth of a second, and 1024 slots then fill into 503s. This test is about
+        # restarts; back-pressure has its own (test_overload.py).
+        settings = {"pipeline.ingest_threads": "2", "pipeline.shards": "2",
+                    "pipeline.ring_slots": "4096"}
 
         def generation():
             c = SystemdClickd(settings, passed=socks, workdir=workdir)

@@ -182,9 +182,9 @@ static const struct option options[] = {
      "acknowledged by the Kafka brokers (acks=all) or written to the disk spool (synced as "
      "spool.fsync says), so a 2xx means durable; duplicates dedup drops count at once (their "
      "original is on its way), bad beacons (dead letters) do not hold the answer. Costs "
-     "latency: the answer waits for the producer's batching (linger.ms), the brokers' "
-     "replication and the delivery report (polled every 50 ms), or for the spool's write "
-     "and sync. Needs kafka.brokers. UDP is not acknowledged either way."},
+     "latency (README: Acknowledgement mode): the answer waits for the brokers' replication "
+     "and the delivery report, or for the spool's write and sync; the producer's linger.ms "
+     "defaults to 0 in this mode. Needs kafka.brokers. UDP is not acknowledged either way."},
     {"kafka.ack_timeout_ms", INT(kafka_ack_timeout_ms), "10000", 100, 600000, NULL, false,
      "With kafka.ack_mode=kafka: a request whose events are not all delivered or spooled "
      "by then is answered 503 with Retry-After (clickd_ack_timeouts_total). Its events may "
@@ -1056,7 +1056,8 @@ void config_dump_options(FILE *out)
 	fprintf(out, "\n[kafka.producer]\n"
 	             "# Every key here is handed to librdkafka as it is (see librdkafka's\n"
 	             "# CONFIGURATION.md), after clickd's defaults: acks=all,\n"
-	             "# enable.idempotence=true, compression.type=zstd, linger.ms=5. A property\n"
+	             "# enable.idempotence=true, compression.type=zstd, linger.ms=5 (0 with\n"
+	             "# kafka.ack_mode=kafka). A property\n"
 	             "# librdkafka does not know stops clickd at start. Example:\n"
 	             "# queue.buffering.max.messages = 100000\n");
 }

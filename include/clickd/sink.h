@@ -191,7 +191,7 @@ struct sink_kafka_options {
 	const char *brokers;                   /* bootstrap.servers; NULL/empty: not set */
 	const char *topics[SINK_STREAM_COUNT]; /* NULL/empty: that stream has no topic */
 	/* [kafka.producer] pass-through, applied after our defaults (acks=all,
-	 * enable.idempotence=true, compression.type=zstd, linger.ms=5,
+	 * enable.idempotence=true, compression.type=zstd, linger.ms=5 (0 with acks below),
 	 * message.timeout.ms=300000, statistics.interval.ms=5000 which ready() relies on to
 	 * notice brokers coming back, client.id=clickd). A bad key or value fails
 	 * sink_kafka_new with "kafka.producer.<key>: <librdkafka's reason>". */

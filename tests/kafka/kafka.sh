@@ -280,7 +280,9 @@ tail_logs() {
 probe() {
     local b="$1" out
     command -v kcat >/dev/null || die "kcat not found on PATH (Debian package: kcat)"
-    out="$(timeout 10 kcat -L -b "$b" -m 2 2>/dev/null)" || return 1
+    # -k: a kcat stuck in its own shutdown (it can ignore TERM while librdkafka winds down)
+    # is killed, so a probe never outlives its 10 s.
+    out="$(timeout -k 2 10 kcat -L -b "$b" -m 2 2>/dev/null)" || return 1
     grep -q "broker $NODE_ID at $b" <<<"$out"
 }
 

@@ -235,6 +235,15 @@ static void jw_quoted(struct protocol_json *j, const char *s, size_t n)
 		} else if (c < 0x80) {
 			jw_char(j, (char)c);
 			i++;
+		} else if (c == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+		           (unsigned char)s[i + 1] <= 0x9F) {
+			/* C1 controls (U+0080..U+009F) are escaped too: no control character
+			 * reaches a record, not even inside its JSON (text.h). */
+			unsigned char d = (unsigned char)s[i + 1];
+			char esc[6] = {'\\', 'u', '0', '0', hex[d >> 4], hex[d & 0xf]};
+
+			jw_bytes(j, esc, sizeof(esc));
+			i += 2;
 		} else if (seq <= n - i && url_utf8_valid(s + i, seq)) {
 			jw_bytes(j, s + i, seq);
 			i += seq;

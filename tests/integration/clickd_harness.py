@@ -409,6 +409,17 @@ def wait_closed(sock, timeout=10):
         buf += chunk
 
 
+# ---- process figures ----
+
+def rss_bytes(pid):
+    """The resident set size of process pid, in bytes (VmRSS in /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
 # ---- unittest glue ----
 
 def start_for(test, settings=None, **kw):

@@ -9,8 +9,8 @@ import socket
 import time
 import unittest
 
-from clickd_harness import (parse_responses, read_responses, scaled, start_for, stop_ok,
-                            wait_closed, wait_for)
+from clickd_harness import (parse_responses, read_responses, rss_bytes, scaled, start_for,
+                            stop_ok, wait_closed, wait_for)
 
 FFFD = "\ufffd"
 # Every control character: C0, DEL and C1 (the definition of src/text.c).
@@ -52,11 +52,7 @@ def strings_in(value, path=""):
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
+    return rss_bytes(pid) // 1024
 
 
 class HeaderCount(unittest.TestCase):

@@ -105,14 +105,6 @@ end
 """
 
 
-def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
-
-
 def memory_bound():
     """What the configuration lets clickd hold on top of its idle RSS, in bytes."""
     s = {k: int(v) for k, v in SETTINGS.items() if v.isdigit()}
@@ -155,7 +147,7 @@ class OverloadTest(unittest.TestCase):
         c = h.start_for(self, SETTINGS)
         pid = c.proc.pid
         time.sleep(0.5)
-        idle = rss_bytes(pid)
+        idle = h.rss_bytes(pid)
         bound = memory_bound()
         peak = [idle]
         sampling = threading.Event()
@@ -163,7 +155,7 @@ class OverloadTest(unittest.TestCase):
         def sample():
             while not sampling.is_set():
                 try:
-                    peak[0] = max(peak[0], rss_bytes(pid))
+                    peak[0] = max(peak[0], h.rss_bytes(pid))
                 except (OSError, AssertionError):
                     return
                 time.sleep(0.05)

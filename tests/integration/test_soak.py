@@ -41,14 +41,6 @@ SETTINGS = {
 }
 
 
-def rss_bytes(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
-
-
 def good(eid, i):
     return urlencode({"e": "pv", "aid": "shop", "eid": eid, "vid": "v%d" % (i % VISITORS),
                       "url": "https://shop.example/p/%d" % (i % 50),
@@ -151,7 +143,7 @@ class SoakTest(unittest.TestCase):
 
         def sampler():
             while not stop.is_set():
-                samples.append((time.monotonic() - t0, rss_bytes(pid)))
+                samples.append((time.monotonic() - t0, h.rss_bytes(pid)))
                 time.sleep(0.25)
 
         errors = []

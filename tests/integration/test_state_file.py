@@ -161,8 +161,10 @@ class StateFile(unittest.TestCase):
         self.stop_saving(c)
         last_event = {e["visitor_id"]: e for e in self.events() if e["event_id"].endswith("-2")}
         # The restart gap is at least this long, whatever the machine: with a 1 s timeout at
-        # the next start, every saved session has run out.
-        time.sleep(1.2)
+        # the next start, every saved session has run out, and by more than one wheel tick
+        # (SESSION_TICK_MS, 250 ms: a deadline is rounded up to its tick, the clock down),
+        # so the restore ends them all at once. 1.2 s was not enough when the ticks fell badly.
+        time.sleep(1.6)
         c = self.run_clickd(pipeline__shards=2, session__timeout_s=1)
         restored = self.log_fields(c, "state restored")
         self.assertEqual(restored["ended_inactivity"], str(len(VISITORS)))

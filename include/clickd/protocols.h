@@ -180,6 +180,12 @@ void protocol_json_value(struct protocol_json *j, yajl_val v);
 /* True when everything written fitted. */
 bool protocol_json_fits(const struct protocol_json *j);
 
+/* A decoder's one-line reason into err (when err is not NULL), printf style. */
+void protocol_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* True when a[0..a_len) is exactly the C string b. */
+bool protocol_bytes_is(const char *a, size_t a_len, const char *b);
+
 /* Stores the writer's JSON as field f (a JSON field: event_field_is_json) when it fitted
  * and holds more than "{}". When the arena cannot take it the field is left out and
  * clickd_protocol_json_dropped_total counts it: the event matters more than its extras. */

@@ -99,25 +99,6 @@ struct ga4_view {
 	const struct ga4_params *query;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static bool bytes_is(const char *a, size_t a_len, const char *b)
-{
-	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
-}
-
 /* The next line of a body (without "\n" or "\r\n"), *p moved past it; NULL at end. */
 static const char *next_line(const char **p, const char *end, size_t *len)
 {
@@ -143,7 +124,7 @@ static bool bytes_starts(const char *a, size_t a_len, const char *prefix)
 static const char *params_get(const struct ga4_params *p, const char *name, size_t *len)
 {
 	for (size_t i = 0; p != NULL && i < p->count; i++) {
-		if (bytes_is(p->key[i], p->key_len[i], name)) {
+		if (protocol_bytes_is(p->key[i], p->key_len[i], name)) {
 			*len = p->value_len[i];
 			return p->value_len[i] ? p->value[i] : NULL;
 		}
@@ -155,7 +136,7 @@ static const char *params_get(const struct ga4_params *p, const char *name, size
 static const char *view_get(const struct ga4_view *v, const char *name, size_t *len)
 {
 	for (size_t i = 0; v->line != NULL && i < v->line->count; i++) {
-		if (bytes_is(v->line->key[i], v->line->key_len[i], name)) {
+		if (protocol_bytes_is(v->line->key[i], v->line->key_len[i], name)) {
 			*len = v->line->value_len[i];
 			return *len ? v->line->value[i] : NULL;
 		}
@@ -178,7 +159,7 @@ static int ga4_param_cb(void *ud, const char *key, size_t key_len, const char *v
 	struct ga4_params *p = c->p;
 
 	if (p->count == GA4_MAX_PARAMS) {
-		set_err(c->err, c->errlen, "too many parameters (max %d)", GA4_MAX_PARAMS);
+		protocol_set_err(c->err, c->errlen, "too many parameters (max %d)", GA4_MAX_PARAMS);
 		c->err_set = true;
 		return -E2BIG;
 	}
@@ -198,17 +179,18 @@ static int ga4_parse(const char *q, size_t len, struct ga4_params *p, char *scra
 
 	p->count = 0;
 	if (len > cap) {
-		set_err(err, errlen, "parameters too large");
+		protocol_set_err(err, errlen, "parameters too large");
 		return -ENOSPC;
 	}
 	rc = url_query_parse(q, len, scratch, cap, ga4_param_cb, &c);
 	if (rc < 0 && !c.err_set) {
 		if (rc == -EILSEQ)
-			set_err(err, errlen, "not UTF-8");
+			protocol_set_err(err, errlen, "not UTF-8");
 		else if (rc == -EINVAL)
-			set_err(err, errlen, "bad percent-encoding or empty parameter name");
+			protocol_set_err(err, errlen,
+			                 "bad percent-encoding or empty parameter name");
 		else
-			set_err(err, errlen, "parameters too large");
+			protocol_set_err(err, errlen, "parameters too large");
 	}
 	return rc;
 }
@@ -218,7 +200,7 @@ static int ga4_app_id(struct event *ev, const struct protocol_keys *keys, const 
                       size_t len)
 {
 	for (size_t i = 0; tid != NULL && keys != NULL && i < keys->count; i++)
-		if (bytes_is(tid, len, keys->items[i].id))
+		if (protocol_bytes_is(tid, len, keys->items[i].id))
 			return event_set(ev, EF_APP_ID, keys->items[i].app_id,
 			                 strlen(keys->items[i].app_id));
 	return protocol_set_text(ev, EF_APP_ID, tid, len);
@@ -234,10 +216,10 @@ static int ga4_collect_kind(const struct ga4_view *v, struct event *ev)
 
 	if (name == NULL) {
 		return -EINVAL;
-	} else if (bytes_is(name, n, "page_view")) {
+	} else if (protocol_bytes_is(name, n, "page_view")) {
 		ev->type = EVENT_PAGE_VIEW;
 		return 0;
-	} else if (!bytes_is(name, n, "purchase")) {
+	} else if (!protocol_bytes_is(name, n, "purchase")) {
 		ev->type = EVENT_CUSTOM;
 		return 0;
 	}
@@ -372,27 +354,28 @@ static int ga4_collect_build(const struct ga4_view *v, const struct protocol_key
 		s = view_get(v, ga4_collect_fields[i].param, &len);
 		rc = protocol_set_text(ev, ga4_collect_fields[i].field, s, len);
 		if (rc == -EILSEQ) {
-			set_err(err, errlen, "parameter %s: not UTF-8",
-			        ga4_collect_fields[i].param);
+			protocol_set_err(err, errlen, "parameter %s: not UTF-8",
+			                 ga4_collect_fields[i].param);
 			return rc;
 		}
 		if (rc < 0) {
-			set_err(err, errlen, "beacon too large");
+			protocol_set_err(err, errlen, "beacon too large");
 			return rc;
 		}
 	}
 	tid = view_get(v, "tid", &len);
 	if (ga4_app_id(ev, keys, tid, len) < 0) {
-		set_err(err, errlen, "parameter tid: not UTF-8 or too large");
+		protocol_set_err(err, errlen, "parameter tid: not UTF-8 or too large");
 		return -EINVAL;
 	}
 	rc = ga4_collect_kind(v, ev);
 	if (rc == -EINVAL) {
-		set_err(err, errlen, "parameter en: missing");
+		protocol_set_err(err, errlen, "parameter en: missing");
 		return rc;
 	}
 	if (rc < 0) {
-		set_err(err, errlen, "parameter ep.transaction_id: not UTF-8 or too large");
+		protocol_set_err(err, errlen,
+		                 "parameter ep.transaction_id: not UTF-8 or too large");
 		return rc;
 	}
 	rc = beacon_finish(ev, &r, opt, err, errlen);
@@ -427,7 +410,7 @@ int ga4_decode_collect(const char *query, size_t query_len, const char *body, si
 			lines += n > 0;
 	}
 	if (lines > max_batch) {
-		set_err(err, errlen, "more than %zu events in one body", max_batch);
+		protocol_set_err(err, errlen, "more than %zu events in one body", max_batch);
 		return -E2BIG;
 	}
 	if (lines == 0) {
@@ -502,7 +485,7 @@ static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *
 	int rc;
 
 	if (!YAJL_IS_OBJECT(e)) {
-		set_err(err, errlen, "event is not a JSON object");
+		protocol_set_err(err, errlen, "event is not a JSON object");
 		return -EINVAL;
 	}
 	if (params != NULL && !YAJL_IS_OBJECT(params))
@@ -512,7 +495,7 @@ static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *
 	r.protocol = PROTOCOL_GA4_MP;
 	s = protocol_json_text(protocol_json_get(e, "name"), &len);
 	if (s == NULL || len == 0) {
-		set_err(err, errlen, "event name: missing");
+		protocol_set_err(err, errlen, "event name: missing");
 		return -EINVAL;
 	}
 	rc = protocol_set_text(ev, EF_NAME, s, len);
@@ -529,13 +512,14 @@ static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *
 		rc = protocol_set_text(ev, ga4_mp_fields[i].field, s, len);
 	}
 	if (rc < 0) {
-		set_err(err, errlen, rc == -EILSEQ ? "a field is not UTF-8" : "event too large");
+		protocol_set_err(err, errlen,
+		                 rc == -EILSEQ ? "a field is not UTF-8" : "event too large");
 		return rc;
 	}
 	s = event_get(ev, EF_NAME, &len);
-	ev->type = bytes_is(s, len, "page_view")  ? EVENT_PAGE_VIEW
-	           : bytes_is(s, len, "purchase") ? EVENT_CONVERSION
-	                                          : EVENT_CUSTOM;
+	ev->type = protocol_bytes_is(s, len, "page_view")  ? EVENT_PAGE_VIEW
+	           : protocol_bytes_is(s, len, "purchase") ? EVENT_CONVERSION
+	                                                   : EVENT_CUSTOM;
 	if (ev->type == EVENT_CONVERSION) {
 		s = protocol_json_text(protocol_json_get(params, "value"), &len);
 		if (s != NULL && protocol_parse_decimal(s, len, &ev->revenue))
@@ -545,7 +529,7 @@ static int mp_build(const struct mp_ctx *c, yajl_val e, struct event *ev, char *
 			event_set(ev, EF_CURRENCY, currency, 3);
 		s = protocol_json_text(protocol_json_get(params, "transaction_id"), &len);
 		if (protocol_set_text(ev, EF_EVENT_ID, s, len) < 0) {
-			set_err(err, errlen, "transaction_id: not UTF-8 or too large");
+			protocol_set_err(err, errlen, "transaction_id: not UTF-8 or too large");
 			return -EINVAL;
 		}
 	}
@@ -593,7 +577,7 @@ int ga4_decode_mp(const char *query, size_t query_len, const char *body, size_t 
 	mid = params_get(&qp, "measurement_id", &mid_len);
 	secret = params_get(&qp, "api_secret", &secret_len);
 	if (mid == NULL) {
-		set_err(err, errlen, "no measurement_id");
+		protocol_set_err(err, errlen, "no measurement_id");
 		return keys != NULL && keys->count > 0 ? -EACCES : -EINVAL;
 	}
 	c.app_id = mid;
@@ -603,7 +587,7 @@ int ga4_decode_mp(const char *query, size_t query_len, const char *body, size_t 
 		    protocol_keys_find(keys, mid, mid_len, secret, secret_len);
 
 		if (cred == NULL) {
-			set_err(err, errlen, "unknown measurement_id or api_secret");
+			protocol_set_err(err, errlen, "unknown measurement_id or api_secret");
 			return -EACCES;
 		}
 		c.app_id = cred->app_id;
@@ -616,12 +600,13 @@ int ga4_decode_mp(const char *query, size_t query_len, const char *body, size_t 
 	events = protocol_json_get(c.doc, "events");
 	if (!YAJL_IS_OBJECT(c.doc) || events == NULL || !YAJL_IS_ARRAY(events) ||
 	    events->u.array.len == 0) {
-		set_err(err, errlen, "no events array");
+		protocol_set_err(err, errlen, "no events array");
 		rc = -EINVAL;
 		goto out;
 	}
 	if (events->u.array.len > GA4_MP_MAX_EVENTS) {
-		set_err(err, errlen, "more than %d events in one request", GA4_MP_MAX_EVENTS);
+		protocol_set_err(err, errlen, "more than %d events in one request",
+		                 GA4_MP_MAX_EVENTS);
 		rc = -E2BIG;
 		goto out;
 	}

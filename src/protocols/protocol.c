@@ -61,12 +61,9 @@ int protocol_base64_decode(const char *in, size_t len, char *out, size_t cap)
 	return (int)n;
 }
 
-/* ---- JSON in ---- */
+/* ---- errors and names ---- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void protocol_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -76,6 +73,13 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
 }
+
+bool protocol_bytes_is(const char *a, size_t a_len, const char *b)
+{
+	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
+}
+
+/* ---- JSON in ---- */
 
 /* The deepest nesting of the text's brackets outside strings, stopping once past max. */
 static size_t json_depth(const char *s, size_t len, size_t max)
@@ -113,17 +117,17 @@ yajl_val protocol_json_parse(const char *text, size_t len, size_t max_depth, cha
 	yajl_val v;
 
 	if (memchr(text, '\0', len) != NULL) {
-		set_err(err, errlen, "not JSON: NUL byte");
+		protocol_set_err(err, errlen, "not JSON: NUL byte");
 		return NULL;
 	}
 	if (json_depth(text, len, max_depth) > max_depth) {
-		set_err(err, errlen, "JSON nested deeper than %zu", max_depth);
+		protocol_set_err(err, errlen, "JSON nested deeper than %zu", max_depth);
 		return NULL;
 	}
 	/* yajl_tree_parse reads a C string. */
 	copy = malloc(len + 1);
 	if (copy == NULL) {
-		set_err(err, errlen, "out of memory");
+		protocol_set_err(err, errlen, "out of memory");
 		return NULL;
 	}
 	memcpy(copy, text, len);
@@ -136,7 +140,7 @@ yajl_val protocol_json_parse(const char *text, size_t len, size_t max_depth, cha
 
 		if (nl)
 			*nl = '\0';
-		set_err(err, errlen, "not JSON: %s", msg[0] ? msg : "parse error");
+		protocol_set_err(err, errlen, "not JSON: %s", msg[0] ? msg : "parse error");
 	}
 	return v;
 }

@@ -79,30 +79,11 @@ struct seg_ctx {
 	bool rudderstack;   /* the key or the route says RudderStack */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static bool bytes_is(const char *a, size_t a_len, const char *b)
-{
-	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
-}
-
 int segment_route_of(const char *name, size_t len)
 {
 	for (size_t i = 0; i < sizeof(segment_routes) / sizeof(segment_routes[0]); i++)
-		if (bytes_is(name, len, segment_routes[i].short_name) ||
-		    bytes_is(name, len, segment_routes[i].name))
+		if (protocol_bytes_is(name, len, segment_routes[i].short_name) ||
+		    protocol_bytes_is(name, len, segment_routes[i].name))
 			return (int)segment_routes[i].route;
 	return -1;
 }
@@ -187,7 +168,7 @@ static int seg_auth(struct seg_ctx *c, yajl_val doc, char *err, size_t errlen)
 	if (s->segment_keys.count + s->rudderstack_keys.count == 0)
 		return 0;
 	if (key == NULL || key_len == 0) {
-		set_err(err, errlen, "no write key");
+		protocol_set_err(err, errlen, "no write key");
 		return -EACCES;
 	}
 	cred = protocol_keys_find(&s->rudderstack_keys, NULL, 0, key, key_len);
@@ -196,7 +177,7 @@ static int seg_auth(struct seg_ctx *c, yajl_val doc, char *err, size_t errlen)
 	} else {
 		cred = protocol_keys_find(&s->segment_keys, NULL, 0, key, key_len);
 		if (cred == NULL) {
-			set_err(err, errlen, "unknown write key");
+			protocol_set_err(err, errlen, "unknown write key");
 			return -EACCES;
 		}
 	}
@@ -218,12 +199,13 @@ static int seg_type_of(yajl_val msg, enum segment_route *type, char *err, size_t
 	const char *t = protocol_json_text(protocol_json_get(msg, "type"), &len);
 
 	for (int i = SEGMENT_TRACK; t != NULL && i < SEGMENT_BATCH; i++) {
-		if (bytes_is(t, len, type_names[i])) {
+		if (protocol_bytes_is(t, len, type_names[i])) {
 			*type = (enum segment_route)i;
 			return 0;
 		}
 	}
-	set_err(err, errlen, "field type: %s", t == NULL ? "missing" : "unknown message type");
+	protocol_set_err(err, errlen, "field type: %s",
+	                 t == NULL ? "missing" : "unknown message type");
 	return -EINVAL;
 }
 
@@ -236,15 +218,16 @@ static int seg_map(const struct seg_ctx *c, yajl_val msg, const struct segment_m
 		int rc;
 
 		/* RudderStack's "no referrer" marker is no referrer. */
-		if (v == NULL || (table[i].field == EF_REFERRER && bytes_is(v, len, "$direct")))
+		if (v == NULL ||
+		    (table[i].field == EF_REFERRER && protocol_bytes_is(v, len, "$direct")))
 			continue;
 		rc = protocol_set_text(ev, table[i].field, v, len);
 		if (rc == -EILSEQ) {
-			set_err(err, errlen, "field %s: not UTF-8", table[i].path);
+			protocol_set_err(err, errlen, "field %s: not UTF-8", table[i].path);
 			return rc;
 		}
 		if (rc < 0) {
-			set_err(err, errlen, "message too large");
+			protocol_set_err(err, errlen, "message too large");
 			return rc;
 		}
 	}
@@ -268,7 +251,7 @@ static int seg_kind(const struct seg_ctx *c, yajl_val msg, enum segment_route ty
 	case SEGMENT_TRACK:
 		ev->type = EVENT_CUSTOM;
 		name = protocol_json_text(protocol_json_get(msg, "event"), &len);
-		if (name == NULL || !bytes_is(name, len, "Order Completed"))
+		if (name == NULL || !protocol_bytes_is(name, len, "Order Completed"))
 			return protocol_set_text(ev, EF_NAME, name, len);
 		break;
 	default:
@@ -373,7 +356,7 @@ static int seg_build(const struct seg_ctx *c, yajl_val msg, enum segment_route t
 	int rc;
 
 	if (!YAJL_IS_OBJECT(msg)) {
-		set_err(err, errlen, "message is not a JSON object");
+		protocol_set_err(err, errlen, "message is not a JSON object");
 		return -EINVAL;
 	}
 	event_init(ev);
@@ -387,7 +370,8 @@ static int seg_build(const struct seg_ctx *c, yajl_val msg, enum segment_route t
 		return rc;
 	rc = seg_kind(c, msg, type, ev);
 	if (rc < 0) {
-		set_err(err, errlen, rc == -EILSEQ ? "event name: not UTF-8" : "message too large");
+		protocol_set_err(err, errlen,
+		                 rc == -EILSEQ ? "event name: not UTF-8" : "message too large");
 		return rc;
 	}
 	seg_time(c, msg, ev);
@@ -437,7 +421,7 @@ int segment_decode(const char *body, size_t len, const struct segment_request *s
 	if (doc == NULL)
 		return -EINVAL;
 	if (!YAJL_IS_OBJECT(doc)) {
-		set_err(err, errlen, "not a JSON object");
+		protocol_set_err(err, errlen, "not a JSON object");
 		rc = -EINVAL;
 		goto out;
 	}
@@ -449,7 +433,7 @@ int segment_decode(const char *body, size_t len, const struct segment_request *s
 
 		rc = seg_build(&c, doc, sreq->route, &ev, why, sizeof(why));
 		if (rc < 0) {
-			set_err(err, errlen, "%s", why);
+			protocol_set_err(err, errlen, "%s", why);
 			goto out;
 		}
 		rc = emit != NULL ? emit(ud, &ev) : 0;
@@ -457,12 +441,12 @@ int segment_decode(const char *body, size_t len, const struct segment_request *s
 	}
 	batch = protocol_json_get(doc, "batch");
 	if (batch == NULL || !YAJL_IS_ARRAY(batch)) {
-		set_err(err, errlen, "no batch array");
+		protocol_set_err(err, errlen, "no batch array");
 		rc = -EINVAL;
 		goto out;
 	}
 	if (batch->u.array.len > max_batch) {
-		set_err(err, errlen, "more than %zu messages in one batch", max_batch);
+		protocol_set_err(err, errlen, "more than %zu messages in one batch", max_batch);
 		rc = -E2BIG;
 		goto out;
 	}

@@ -132,30 +132,11 @@ struct sp_params {
 	size_t value_len[SNOWPLOW_MAX_PARAMS];
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-static bool bytes_is(const char *a, size_t a_len, const char *b)
-{
-	return a_len == strlen(b) && memcmp(a, b, a_len) == 0;
-}
-
 /* The first non-empty value of param `name`, or NULL. */
 static const char *sp_get(const struct sp_params *p, const char *name, size_t *len)
 {
 	for (size_t i = 0; i < p->count; i++) {
-		if (p->value_len[i] > 0 && bytes_is(p->key[i], p->key_len[i], name)) {
+		if (p->value_len[i] > 0 && protocol_bytes_is(p->key[i], p->key_len[i], name)) {
 			*len = p->value_len[i];
 			return p->value[i];
 		}
@@ -168,11 +149,11 @@ static int sp_add(struct sp_params *p, const char *k, size_t k_len, const char *
                   char *err, size_t errlen)
 {
 	if (p->count == SNOWPLOW_MAX_PARAMS) {
-		set_err(err, errlen, "too many parameters (max %d)", SNOWPLOW_MAX_PARAMS);
+		protocol_set_err(err, errlen, "too many parameters (max %d)", SNOWPLOW_MAX_PARAMS);
 		return -E2BIG;
 	}
 	if (k_len == 0) {
-		set_err(err, errlen, "empty parameter name");
+		protocol_set_err(err, errlen, "empty parameter name");
 		return -EINVAL;
 	}
 	p->key[p->count] = k;
@@ -203,8 +184,8 @@ static int sp_embedded_json(const struct sp_params *p, const char *plain, const 
 			return 0;
 		n = protocol_base64_decode(text, len, decoded, sizeof(decoded));
 		if (n < 0) {
-			set_err(err, errlen, "field %s: %s", b64,
-			        n == -ENOSPC ? "too large" : "not base64");
+			protocol_set_err(err, errlen, "field %s: %s", b64,
+			                 n == -ENOSPC ? "too large" : "not base64");
 			return n == -ENOSPC ? -ENOSPC : -EINVAL;
 		}
 		text = decoded;
@@ -212,18 +193,18 @@ static int sp_embedded_json(const struct sp_params *p, const char *plain, const 
 		plain = b64;
 	}
 	if (!url_utf8_valid(text, len)) {
-		set_err(err, errlen, "field %s: not UTF-8", plain);
+		protocol_set_err(err, errlen, "field %s: not UTF-8", plain);
 		return -EILSEQ;
 	}
 	*tree = protocol_json_parse(text, len, PROTOCOL_MAX_JSON_DEPTH, why, sizeof(why));
 	if (*tree == NULL) {
-		set_err(err, errlen, "field %s: %s", plain, why);
+		protocol_set_err(err, errlen, "field %s: %s", plain, why);
 		return -EINVAL;
 	}
 	if (!YAJL_IS_OBJECT(*tree)) {
 		yajl_tree_free(*tree);
 		*tree = NULL;
-		set_err(err, errlen, "field %s: not a JSON object", plain);
+		protocol_set_err(err, errlen, "field %s: not a JSON object", plain);
 		return -EINVAL;
 	}
 	return 0;
@@ -261,11 +242,11 @@ static int sp_type(const struct sp_params *p, struct event *ev, const char **nam
 
 	*name = NULL;
 	if (e == NULL) {
-		set_err(err, errlen, "field e: missing");
+		protocol_set_err(err, errlen, "field e: missing");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < sizeof(snowplow_types) / sizeof(snowplow_types[0]); i++) {
-		if (bytes_is(e, len, snowplow_types[i].e)) {
+		if (protocol_bytes_is(e, len, snowplow_types[i].e)) {
 			ev->type = snowplow_types[i].type;
 			*name = snowplow_types[i].name;
 			return 0;
@@ -274,7 +255,7 @@ static int sp_type(const struct sp_params *p, struct event *ev, const char **nam
 	/* Another event type of a newer tracker: kept, named by its code. */
 	ev->type = EVENT_CUSTOM;
 	if (protocol_set_text(ev, EF_NAME, e, len) < 0) {
-		set_err(err, errlen, "field e: not UTF-8");
+		protocol_set_err(err, errlen, "field e: not UTF-8");
 		return -EILSEQ;
 	}
 	return 0;
@@ -311,7 +292,7 @@ static int sp_revenue(const struct sp_params *p, struct event *ev, char *err, si
 		return 0;
 	if (s != NULL) {
 		if (!protocol_parse_decimal(s, len, &ev->revenue)) {
-			set_err(err, errlen, "field tr_tt: not a decimal number");
+			protocol_set_err(err, errlen, "field tr_tt: not a decimal number");
 			return -EINVAL;
 		}
 		ev->has_revenue = true;
@@ -319,7 +300,7 @@ static int sp_revenue(const struct sp_params *p, struct event *ev, char *err, si
 	s = sp_get(p, "tr_cu", &len);
 	if (s != NULL) {
 		if (!protocol_parse_currency(s, len, currency)) {
-			set_err(err, errlen, "field tr_cu: not a 3-letter currency code");
+			protocol_set_err(err, errlen, "field tr_cu: not a 3-letter currency code");
 			return -EINVAL;
 		}
 		return event_set(ev, EF_CURRENCY, currency, 3);
@@ -415,11 +396,12 @@ static int sp_fields(const struct sp_params *p, struct event *ev, char *err, siz
 		v = sp_get(p, snowplow_fields[i].param, &len);
 		rc = protocol_set_text(ev, snowplow_fields[i].field, v, len);
 		if (rc == -EILSEQ) {
-			set_err(err, errlen, "field %s: not UTF-8", snowplow_fields[i].param);
+			protocol_set_err(err, errlen, "field %s: not UTF-8",
+			                 snowplow_fields[i].param);
 			return rc;
 		}
 		if (rc < 0) {
-			set_err(err, errlen, "beacon too large");
+			protocol_set_err(err, errlen, "beacon too large");
 			return rc;
 		}
 	}
@@ -450,12 +432,12 @@ static int sp_build(const struct sp_params *p, const struct beacon_request *req,
 	if (rc == 0)
 		rc = sp_embedded_json(p, "co", "cx", &co, err, errlen);
 	if (rc == 0 && sp_name(p, ev, type_name, ue) < 0) {
-		set_err(err, errlen, "field se_ac or ue: not UTF-8 or too large");
+		protocol_set_err(err, errlen, "field se_ac or ue: not UTF-8 or too large");
 		rc = -EINVAL;
 	}
 	if (rc < 0) {
 		if (rc == -ENOSPC)
-			set_err(err, errlen, "beacon too large");
+			protocol_set_err(err, errlen, "beacon too large");
 		goto out;
 	}
 	sp_client_time(p, ev);
@@ -514,18 +496,18 @@ int snowplow_decode_query(const char *q, size_t len, const struct beacon_request
 	int rc;
 
 	if (len > sizeof(scratch)) {
-		set_err(err, errlen, "beacon too large");
+		protocol_set_err(err, errlen, "beacon too large");
 		return -ENOSPC;
 	}
 	params.count = 0;
 	rc = url_query_parse(q, len, scratch, sizeof(scratch), sp_query_cb, &c);
 	if (rc < 0 && !c.err_set) {
 		if (rc == -EILSEQ)
-			set_err(err, errlen, "not UTF-8");
+			protocol_set_err(err, errlen, "not UTF-8");
 		else if (rc == -EINVAL)
-			set_err(err, errlen, "bad percent-encoding or empty field name");
+			protocol_set_err(err, errlen, "bad percent-encoding or empty field name");
 		else
-			set_err(err, errlen, "beacon too large");
+			protocol_set_err(err, errlen, "beacon too large");
 	}
 	if (rc < 0)
 		return rc;
@@ -540,7 +522,7 @@ static int sp_params_of_json(yajl_val elem, struct sp_params *p, char *err, size
 {
 	p->count = 0;
 	if (!YAJL_IS_OBJECT(elem)) {
-		set_err(err, errlen, "event is not a JSON object");
+		protocol_set_err(err, errlen, "event is not a JSON object");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < elem->u.object.len; i++) {
@@ -554,7 +536,7 @@ static int sp_params_of_json(yajl_val elem, struct sp_params *p, char *err, size
 			continue;
 		text = protocol_json_text(v, &v_len);
 		if (text == NULL) {
-			set_err(err, errlen, "field %.40s: not a string", k);
+			protocol_set_err(err, errlen, "field %.40s: not a string", k);
 			return -EINVAL;
 		}
 		rc = sp_add(p, k, strlen(k), text, v_len, err, errlen);
@@ -595,12 +577,12 @@ int snowplow_decode_post(const char *body, size_t len, const struct beacon_reque
 		return -EINVAL;
 	data = protocol_json_get(doc, "data");
 	if (data == NULL || !YAJL_IS_ARRAY(data)) {
-		set_err(err, errlen, "not a payload_data object (no data array)");
+		protocol_set_err(err, errlen, "not a payload_data object (no data array)");
 		rc = -EINVAL;
 		goto out;
 	}
 	if (data->u.array.len > max_batch) {
-		set_err(err, errlen, "more than %zu events in one body", max_batch);
+		protocol_set_err(err, errlen, "more than %zu events in one body", max_batch);
 		rc = -E2BIG;
 		goto out;
 	}

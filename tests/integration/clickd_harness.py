@@ -307,6 +307,17 @@ def kafka_bootstrap():
         return f.read().strip()
 
 
+def kafka_sh(*args, timeout=300):
+    """Runs tests/kafka/kafka.sh (start/stop/halt/kill/restart a private broker) and returns
+    its standard output; fails the test with its last log lines when it fails."""
+    script = os.path.join(source_dir(), "tests", "kafka", "kafka.sh")
+    p = subprocess.run(["bash", script] + list(args), capture_output=True, text=True,
+                       timeout=scaled(timeout))
+    if p.returncode != 0:
+        raise AssertionError("kafka.sh %s failed:\n%s" % (" ".join(args), p.stderr[-3000:]))
+    return p.stdout.strip()
+
+
 def kafka_consume(bootstrap, topic, expected, timeout=60, extra=None):
     """Reads a topic from the beginning with kcat until `expected` messages are there (or
     the timeout passes); returns a list of (key, value) pairs as strings."""

@@ -45,15 +45,6 @@ def beacon(**fields):
     return urlencode(fields, quote_via=quote)
 
 
-def kafka_sh(*args, timeout=300):
-    script = os.path.join(h.source_dir(), "tests", "kafka", "kafka.sh")
-    p = subprocess.run(["bash", script] + list(args), capture_output=True, text=True,
-                       timeout=h.scaled(timeout))
-    if p.returncode != 0:
-        raise AssertionError("kafka.sh %s failed:\n%s" % (" ".join(args), p.stderr[-3000:]))
-    return p.stdout.strip()
-
-
 def event_ids(bootstrap, topic, expected, timeout=60):
     """Counter of event_id over the topic's records (read until `expected` are there)."""
     got = h.kafka_consume(bootstrap, topic, expected, timeout=timeout)
@@ -323,19 +314,19 @@ class AckModeBrokerAwayTest(unittest.TestCase):
     def setUpClass(cls):
         cls.state = tempfile.mkdtemp(prefix="clickd-ack-kafka-")
         try:
-            cls.bootstrap = kafka_sh("start", cls.state).splitlines()[-1]
+            cls.bootstrap = h.kafka_sh("start", cls.state).splitlines()[-1]
         except Exception:
             shutil.rmtree(cls.state, ignore_errors=True)
             raise
 
     @classmethod
     def tearDownClass(cls):
-        kafka_sh("stop", cls.state)
+        h.kafka_sh("stop", cls.state)
 
     def setUp(self):
         if subprocess.run(["bash", os.path.join(h.source_dir(), "tests", "kafka", "kafka.sh"),
                            "status", self.state], capture_output=True).returncode == 0:
-            kafka_sh("halt", self.state)
+            h.kafka_sh("halt", self.state)
         self.run_id = uuid.uuid4().hex[:10]
         self.topic = "ack-away-" + self.run_id
 
@@ -393,7 +384,7 @@ class AckModeBrokerAwayTest(unittest.TestCase):
         self.assertGreaterEqual(m["clickd_spool_records_spooled_total"], len(answered))
         self.assertEqual(m["clickd_ack_pending"], 0)
         h.stop_ok(self, c)
-        kafka_sh("restart", self.state)
+        h.kafka_sh("restart", self.state)
         c2 = h.Clickd(self.settings(), workdir=work)
         self.addCleanup(c2.cleanup)
         c2.start()
@@ -412,7 +403,7 @@ class AckModeBrokerAwayTest(unittest.TestCase):
         self.assertEqual(r.header("retry-after"), "1")
         self.assertEqual(c.metric("clickd_ack_timeouts_total"), 1)
         self.assertEqual(c.metric("clickd_ack_pending"), 0)
-        kafka_sh("restart", self.state)
+        h.kafka_sh("restart", self.state)
         # The event still reaches Kafka (its request no longer waits: ignored) ...
         h.wait_for(lambda: delivered(c) == 1, 60, "the late delivery")
         # ... and the tracker's retry is a duplicate, taken at once and not written again.
@@ -443,7 +434,7 @@ class AckModeBrokerAwayTest(unittest.TestCase):
         h.wait_for(lambda: c.metric("clickd_ack_pending") == 0, 20, "the waits to be cancelled")
         self.assertEqual(c.get("/healthz").status, 200)
         # The broker comes back: the events are delivered, their completions find nobody.
-        kafka_sh("restart", self.state)
+        h.kafka_sh("restart", self.state)
         h.wait_for(lambda: delivered(c) == 4, 60, "the late deliveries")
         self.assertEqual(c.metric("clickd_ack_pending"), 0)
         self.assertEqual(c.get("/collect?" + beacon(eid=self.run_id + "-n", aid="shop",
@@ -512,7 +503,7 @@ class AckModeBrokerAwayTest(unittest.TestCase):
             # Draining: the request still waits for Kafka, which comes back meanwhile.
             time.sleep(h.scaled(0.5))
             self.assertIsNone(c.proc.poll(), "clickd waits for the request during the drain")
-            kafka_sh("restart", self.state)
+            h.kafka_sh("restart", self.state)
             rs, _ = h.read_responses(s, 1, timeout=60)
             self.assertEqual(rs[0].status, 204, rs)
             self.assertEqual(rs[0].header("connection"), "close")

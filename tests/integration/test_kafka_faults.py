@@ -36,15 +36,6 @@ BROKER_SETTINGS = {
 }
 
 
-def kafka_sh(*args, timeout=300):
-    script = os.path.join(h.source_dir(), "tests", "kafka", "kafka.sh")
-    p = subprocess.run(["bash", script] + list(args), capture_output=True, text=True,
-                       timeout=h.scaled(timeout))
-    if p.returncode != 0:
-        raise AssertionError("kafka.sh %s failed:\n%s" % (" ".join(args), p.stderr[-3000:]))
-    return p.stdout.strip()
-
-
 class Senders:
     """CLIENTS threads, each on its own keep-alive connection, sending beacons with unique
     event IDs until stopped; a 503 is retried with the same ID (nothing was taken), a
@@ -116,20 +107,20 @@ class KafkaFaults(unittest.TestCase):
     def setUpClass(cls):
         cls.state = tempfile.mkdtemp(prefix="clickd-faults-kafka-")
         try:
-            cls.bootstrap = kafka_sh("start", cls.state).splitlines()[-1]
+            cls.bootstrap = h.kafka_sh("start", cls.state).splitlines()[-1]
         except Exception:
             shutil.rmtree(cls.state, ignore_errors=True)
             raise
 
     @classmethod
     def tearDownClass(cls):
-        kafka_sh("stop", cls.state)
+        h.kafka_sh("stop", cls.state)
 
     def setUp(self):
         # A test that failed halfway may have left the broker down.
         if subprocess.run(["bash", os.path.join(h.source_dir(), "tests", "kafka", "kafka.sh"),
                            "status", self.state], capture_output=True).returncode != 0:
-            kafka_sh("restart", self.state)
+            h.kafka_sh("restart", self.state)
         self.run_id = uuid.uuid4().hex[:10]
         self.topic = "faults-" + self.run_id
 
@@ -184,7 +175,7 @@ class KafkaFaults(unittest.TestCase):
             h.wait_for(lambda: c.metric(
                 'clickd_records_out_total{sink="kafka",stream="events"}') > 500, 30,
                 "the first deliveries")
-            kafka_sh(break_broker, self.state)
+            h.kafka_sh(break_broker, self.state)
             down_at = time.monotonic()
             # clickd notices, spools, and stays ready: the spool takes the records.
             h.wait_for(lambda: c.metric("clickd_spool_active") == 1
@@ -194,7 +185,7 @@ class KafkaFaults(unittest.TestCase):
             left = down_s - (time.monotonic() - down_at)
             if left > 0:
                 time.sleep(left)
-            kafka_sh("restart", self.state)
+            h.kafka_sh("restart", self.state)
             time.sleep(h.scaled(5))  # beacons keep flowing while the spool replays
         finally:
             senders.stop()
@@ -222,7 +213,7 @@ class KafkaFaults(unittest.TestCase):
     def test_clickd_stopped_while_the_broker_is_away_replays_its_spool_at_the_next_start(self):
         work = tempfile.mkdtemp(prefix="clickd-it-faults-")
         self.addCleanup(shutil.rmtree, work, True)
-        kafka_sh("halt", self.state)
+        h.kafka_sh("halt", self.state)
         c = h.Clickd(self.settings(**{"kafka.flush_timeout_ms": "2000"}), workdir=work)
         self.addCleanup(c.cleanup)
         c.start()
@@ -239,7 +230,7 @@ class KafkaFaults(unittest.TestCase):
         h.stop_ok(self, c)
         spool = os.path.join(work, "spool")
         self.assertTrue(any(n.endswith(".seg") for n in os.listdir(spool)), os.listdir(spool))
-        kafka_sh("restart", self.state)
+        h.kafka_sh("restart", self.state)
         c2 = h.Clickd(self.settings(), workdir=work)
         self.addCleanup(c2.cleanup)
         c2.start()
